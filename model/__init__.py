@@ -1,0 +1,1 @@
+"""The MNIST network and the serving contract; imports nothing else of ours."""

@@ -1,0 +1,1 @@
+"""TensorFlow Serving: gRPC client, a TF Serving-compatible server, request helpers."""

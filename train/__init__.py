@@ -1,0 +1,1 @@
+"""Training: data pipeline, TF_CONFIG roles, strategies, the loop, checkpoints, export."""

@@ -1,0 +1,192 @@
+"""Exports the trained CNN as a SavedModel that TensorFlow Serving loads.
+
+Typical usage, from an existing checkpoint:
+
+  python -m train.export --checkpoint_dir=/tmp/logs --model_dir=/tmp/model
+
+writes /tmp/model/<version>/ with `serving_default` (key + image in, key + scores
+out) and TF Serving's MNIST-example signature `predict_images`, plus warmup records.
+"""
+
+import os
+import re
+import shutil
+import uuid
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from model import cnn
+from model import contract
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+_VERSION_RE = re.compile(r"^\d+$")
+
+
+class ServingModule(tf.Module):
+  """Wraps the Keras model with the serving signatures of model/contract.py."""
+
+  def __init__(self, model: tf_keras.Model):
+    super().__init__()
+    self.model = model
+
+  @tf.function(input_signature=[contract.to_tf_tensor_spec(s) for s in contract.INPUTS])
+  def serve(self, key, image):
+    # tf.identity gives the output its own tensor, so the key comes back under
+    # the output name `key` in the same order as it came in.
+    return {contract.KEY: tf.identity(key), contract.SCORES: self._scores(image)}
+
+  @tf.function(input_signature=[contract.to_tf_tensor_spec(s)
+                                for s in contract.TFS_EXAMPLE_INPUTS])
+  def predict_images(self, images):
+    return {contract.SCORES: self._scores(images)}
+
+  def _scores(self, images):
+    # oneDNN's CPU convolution rejects an empty batch ("input depth must be evenly
+    # divisible by filter depth"), so a request of zero images skips the network.
+    return tf.cond(tf.shape(images)[0] > 0,
+                   lambda: self.model(images, training=False),
+                   lambda: tf.zeros([0, cnn.NUM_CLASSES], tf.float32))
+
+
+def list_versions(export_base: str) -> list[int]:
+  """The numeric version directories under `export_base`, ascending."""
+  if not tf.io.gfile.isdir(export_base):
+    return []
+  names = [n.rstrip("/") for n in tf.io.gfile.listdir(export_base)]
+  return sorted(int(n) for n in names if _VERSION_RE.match(n))
+
+
+def next_version(export_base: str) -> int:
+  versions = list_versions(export_base)
+  return versions[-1] + 1 if versions else 1
+
+
+def write_warmup_requests(export_dir: str, images: np.ndarray,
+                          model_name: str = contract.DEFAULT_MODEL_NAME) -> str:
+  """Writes TF Serving warmup records: PredictionLogs at batch 1 and the full batch."""
+  from tensorflow_serving.apis import prediction_log_pb2
+
+  path = os.path.join(export_dir, WARMUP_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.TFRecordWriter(path) as writer:
+    for n in sorted({1, len(images)}):
+      request = contract.make_predict_request(np.arange(n), images[:n], model_name)
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+  return path
+
+
+def run_session_loader(export_dir: str, keys: np.ndarray, images: np.ndarray) -> dict:
+  """Runs `serving_default` through the TF1 session-based loader TF Serving uses."""
+  with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+    meta = tf.compat.v1.saved_model.loader.load(
+        sess, [tf.saved_model.SERVING], export_dir)
+    signature = meta.signature_def[contract.SIGNATURE_NAME]
+    feeds = {signature.inputs[contract.KEY].name: keys,
+             signature.inputs[contract.IMAGE].name: images}
+    names = {k: v.name for k, v in signature.outputs.items()}
+    return sess.run(names, feed_dict=feeds)
+
+
+def verify_export(export_dir: str, model: tf_keras.Model, images: np.ndarray) -> None:
+  """Checks the written SavedModel against the in-memory model, with both loaders.
+
+  Raises ValueError naming the mismatch; an export that fails is never published.
+  """
+  keys = np.arange(len(images), dtype=np.int64)[::-1].copy()
+  expected = model(images, training=False).numpy()
+  loaded = tf.saved_model.load(export_dir)
+  outputs = {k: v.numpy() for k, v in loaded.signatures[contract.SIGNATURE_NAME](
+      key=tf.constant(keys), image=tf.constant(images)).items()}
+  session_outputs = run_session_loader(export_dir, keys, images)
+  for loader, out in (("tf.saved_model.load", outputs), ("session loader", session_outputs)):
+    if not np.array_equal(out[contract.KEY], keys):
+      raise ValueError(f"export {export_dir}: {loader} returned keys {out[contract.KEY]}, "
+                       f"expected {keys}")
+    if not np.allclose(out[contract.SCORES], expected, atol=1e-5):
+      raise ValueError(f"export {export_dir}: {loader} scores differ from the in-memory "
+                       f"model by {np.abs(out[contract.SCORES] - expected).max():g}")
+  empty = run_session_loader(export_dir, keys[:0], images[:0])
+  if empty[contract.SCORES].shape != (0, cnn.NUM_CLASSES):
+    raise ValueError(f"export {export_dir}: an empty batch returned scores of shape "
+                     f"{empty[contract.SCORES].shape}, expected (0, {cnn.NUM_CLASSES})")
+
+
+def export_model(model: tf_keras.Model, export_base: str, *,
+                 version: int | None = None,
+                 sample_images: np.ndarray | None = None) -> str:
+  """Writes, verifies and publishes `<export_base>/<version>/`; returns its path.
+
+  The SavedModel is written to a hidden staging folder beside the versions and
+  renamed into place only after it verified, so a TF Serving that polls
+  `export_base` never sees half a version (TF Serving ignores non-numeric names).
+  On a local disk the rename is atomic; on object stores (gs://) it is a copy.
+  """
+  if sample_images is None:
+    sample_images = np.random.default_rng(0).random((8, cnn.IMAGE_PIXELS), np.float32)
+  sample_images = np.asarray(sample_images, np.float32)
+  tf.io.gfile.makedirs(export_base)
+  version = next_version(export_base) if version is None else int(version)
+  final_dir = os.path.join(export_base, str(version))
+  if tf.io.gfile.exists(final_dir):
+    raise FileExistsError(f"export version {final_dir} already exists")
+  staging_dir = os.path.join(export_base, f".staging-{version}-{uuid.uuid4().hex[:8]}")
+  module = ServingModule(model)
+  signatures = {
+      contract.SIGNATURE_NAME: module.serve,
+      contract.TFS_EXAMPLE_SIGNATURE_NAME: module.predict_images,
+  }
+  try:
+    tf.saved_model.save(module, staging_dir, signatures=signatures)
+    write_warmup_requests(staging_dir, sample_images[:8])
+    verify_export(staging_dir, model, sample_images)
+    tf.io.gfile.rename(staging_dir, final_dir)
+  finally:
+    if tf.io.gfile.exists(staging_dir):
+      tf.io.gfile.rmtree(staging_dir)
+  logging.info("Exported SavedModel version %d to %s", version, final_dir)
+  return final_dir
+
+
+def restore_model(checkpoint: str) -> tuple[tf_keras.Model, int]:
+  """Builds a plain (unsharded) CNN and restores its weights from a training checkpoint.
+
+  `checkpoint` is a checkpoint prefix or a directory holding checkpoints. Returns
+  the model and the checkpoint's global step.
+  """
+  path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
+  if not path:
+    raise FileNotFoundError(f"no checkpoint found in {checkpoint}")
+  model = cnn.build_cnn()
+  step = tf.Variable(0, dtype=tf.int64)
+  # Optimizer slots and other training state in the checkpoint are left unread.
+  tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
+  return model, int(step.numpy())
+
+
+def export_from_checkpoint(checkpoint: str, export_base: str, **kwargs) -> str:
+  model, step = restore_model(checkpoint)
+  logging.info("Restored step %d from %s", step, checkpoint)
+  return export_model(model, export_base, **kwargs)
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  FLAGS = flags.FLAGS
+  print(export_from_checkpoint(FLAGS.checkpoint_dir, FLAGS.model_dir, version=FLAGS.version))
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  flags.DEFINE_string("checkpoint_dir", None, "Checkpoint directory (the trainer's "
+                      "--log_dir) or a checkpoint prefix.", required=True)
+  flags.DEFINE_string("model_dir", None, "Export base directory; the SavedModel goes "
+                      "to <model_dir>/<version>/.", required=True)
+  flags.DEFINE_integer("version", None, "Version number; default: one above the highest.")
+  app.run(main)
