@@ -152,20 +152,25 @@ def export_model(model: tf_keras.Model, export_base: str, *,
   return final_dir
 
 
-def restore_model(checkpoint: str) -> tuple[tf_keras.Model, int]:
-  """Builds a plain (unsharded) CNN and restores its weights from a training checkpoint.
+def restore_weights(model: tf_keras.Model, checkpoint: str) -> int:
+  """Restores a training checkpoint's weights into `model`; returns its global step.
 
-  `checkpoint` is a checkpoint prefix or a directory holding checkpoints. Returns
-  the model and the checkpoint's global step.
+  `checkpoint` is a checkpoint prefix or a directory holding checkpoints. Works for
+  any strategy's checkpoint, sharded variables included: each is saved whole.
   """
   path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
   if not path:
     raise FileNotFoundError(f"no checkpoint found in {checkpoint}")
-  model = cnn.build_cnn()
   step = tf.Variable(0, dtype=tf.int64)
   # Optimizer slots and other training state in the checkpoint are left unread.
   tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
-  return model, int(step.numpy())
+  return int(step.numpy())
+
+
+def restore_model(checkpoint: str) -> tuple[tf_keras.Model, int]:
+  """A plain (unsharded, unreplicated) CNN with a training checkpoint's weights, and its step."""
+  model = cnn.build_cnn()
+  return model, restore_weights(model, checkpoint)
 
 
 def export_from_checkpoint(checkpoint: str, export_base: str, **kwargs) -> str:

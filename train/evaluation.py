@@ -1,0 +1,94 @@
+"""Evaluation on the whole test set: inline on the chief, or as a side-car evaluator."""
+
+import dataclasses
+import os
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from model import cnn
+from model import mnist
+from train import data as data_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  step: int
+  loss: float       # Mean cross-entropy per test example.
+  accuracy: float   # Over every test example, the last partial batch included.
+
+
+class Evaluator:
+  """Evaluates a plain (unreplicated) copy of the model on the whole test set."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
+    """`images` uint8 [N, 784] as model.mnist loads them; `labels` int64 [N]."""
+    self.model = cnn.build_cnn()
+    self.num_examples = len(labels)
+    self._dataset = data_lib.make_eval_dataset(images, labels, batch_size)
+
+  @tf.function
+  def _eval_step(self, images, labels):
+    scores = self.model(images, training=False)
+    loss = tf.reduce_sum(tf_keras.losses.sparse_categorical_crossentropy(labels, scores))
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(scores, axis=1), labels), tf.int64))
+    return loss, correct
+
+  def copy_weights_from(self, model: tf_keras.Model) -> None:
+    """Reads the trained weights once (from ps, replicas or shards) into the local copy."""
+    for local, remote in zip(self.model.weights, model.weights):
+      local.assign(tf.convert_to_tensor(remote))
+
+  def evaluate(self, step: int) -> EvalResult:
+    total_loss, total_correct = 0.0, 0
+    for images, labels in self._dataset:
+      loss, correct = self._eval_step(images, labels)
+      total_loss += float(loss)
+      total_correct += int(correct)
+    return EvalResult(step=step, loss=total_loss / self.num_examples,
+                      accuracy=total_correct / self.num_examples)
+
+
+def write_eval_summaries(writer, result: EvalResult, model: tf_keras.Model) -> None:
+  with writer.as_default(step=result.step):
+    tf.summary.scalar("test_loss", result.loss)
+    tf.summary.scalar("test_accuracy", result.accuracy)
+    for name in ("conv1", "conv2"):
+      tf.summary.histogram(f"{name}/filters", model.get_layer(name).kernel)
+  writer.flush()
+
+
+def run_sidecar_evaluator(checkpoint_dir: str, tensorboard_dir: str, max_steps: int, *,
+                          data_dir: str | None = None, timeout_s: float = 600.0,
+                          batch_size: int = 1000) -> EvalResult | None:
+  """Follows new checkpoints in `checkpoint_dir`, evaluates each, stops after the final one.
+
+  The final one is the first whose step reaches `max_steps`. Gives up, returning the
+  last result, when no new checkpoint appears for `timeout_s` seconds.
+  """
+  # Imported here: train.export imports nothing of this module, but keeps the
+  # restore logic (plain model from any training checkpoint) in one place.
+  from train import export
+
+  data = mnist.load_mnist(data_dir)
+  evaluator = Evaluator(data.test_images, data.test_labels, batch_size)
+  writer = tf.summary.create_file_writer(os.path.join(tensorboard_dir, "eval"))
+  result = None
+  for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
+                                            timeout=timeout_s):
+    start = time.monotonic()
+    step = export.restore_weights(evaluator.model, path)
+    result = evaluator.evaluate(step)
+    write_eval_summaries(writer, result, evaluator.model)
+    logging.info("step %d evaluator test_loss %.4f test_accuracy %.4f (%s, %.1fs)",
+                 step, result.loss, result.accuracy, os.path.basename(path),
+                 time.monotonic() - start)
+    if step >= max_steps:
+      break
+  else:
+    logging.warning("no new checkpoint in %s for %gs; evaluator stops", checkpoint_dir,
+                    timeout_s)
+  return result
