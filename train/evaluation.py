@@ -37,11 +37,6 @@ class Evaluator:
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(scores, axis=1), labels), tf.int64))
     return loss, correct
 
-  def copy_weights_from(self, model: tf_keras.Model) -> None:
-    """Reads the trained weights once (from ps, replicas or shards) into the local copy."""
-    for local, remote in zip(self.model.weights, model.weights):
-      local.assign(tf.convert_to_tensor(remote))
-
   def evaluate(self, step: int) -> EvalResult:
     total_loss, total_correct = 0.0, 0
     for images, labels in self._dataset:

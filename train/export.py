@@ -159,8 +159,9 @@ def restore_weights(model: tf_keras.Model, checkpoint: str) -> int:
   any strategy's checkpoint, sharded variables included: each is saved whole.
   """
   path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
-  if not path:
-    raise FileNotFoundError(f"no checkpoint found in {checkpoint}")
+  if not path or not tf.io.gfile.exists(path + ".index"):
+    raise FileNotFoundError(f"no checkpoint found in {checkpoint}: expected a directory "
+                            "with a 'checkpoint' file, or a checkpoint prefix")
   step = tf.Variable(0, dtype=tf.int64)
   # Optimizer slots and other training state in the checkpoint are left unread.
   tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()

@@ -8,13 +8,11 @@ every `checkpoint_interval` steps.
 """
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -129,10 +127,15 @@ class Trainer:
       logging.info("Resumed from %s at step %d", latest, int(self.step.numpy()))
     return int(self.step.numpy())
 
-  def _evaluate(self, step: int) -> evaluation.EvalResult | None:
+  def _evaluate(self, step: int, checkpoint_path: str) -> evaluation.EvalResult | None:
+    """Evaluates the checkpoint just written, read into the plain evaluation model.
+
+    Reading it back, rather than copying variables, works the same for ps-hosted,
+    sharded and mirrored variables, and checks every checkpoint restores.
+    """
     if not self.is_chief:
       return None
-    self.evaluator.copy_weights_from(self.model)
+    export.restore_weights(self.evaluator.model, checkpoint_path)
     result = self.evaluator.evaluate(step)
     evaluation.write_eval_summaries(self.writer, result, self.evaluator.model)
     return result
@@ -155,8 +158,8 @@ class Trainer:
       trained_steps += new_step - step
       examples_per_sec = (new_step - step) * config.global_batch_size / max(dt, 1e-9)
       step = new_step
-      self.manager.save(checkpoint_number=step)
-      result = self._evaluate(step)
+      checkpoint_path = self.manager.save(checkpoint_number=step)
+      result = self._evaluate(step, checkpoint_path)
       with self.writer.as_default(step=step):
         tf.summary.scalar("train_loss", loss)
         tf.summary.scalar("steps_per_sec", examples_per_sec / config.global_batch_size)
@@ -170,7 +173,7 @@ class Trainer:
         line += f" test_loss {result.loss:.4f} test_accuracy {result.accuracy:.4f}"
       logging.info(line)
     if result is None:  # Resumed at or past max_steps: evaluate what was restored.
-      result = self._evaluate(step)
+      result = self._evaluate(step, tf.train.latest_checkpoint(config.checkpoint_dir))
     export_dir = None
     if self.is_chief and config.model_dir:
       export_dir = export.export_model(self.evaluator.model, config.model_dir,
