@@ -162,9 +162,9 @@ class LocalCluster:
   def wait(self, timeout_s: float, poll_s: float = 0.2, clock=time.monotonic) -> int:
     """Waits for the chief; returns its exit code, or non-zero when a task fails first.
 
-    ps and worker servers never exit by themselves, so one exiting before the chief
-    is a failure. The evaluator may finish early; it is given time to read the
-    final checkpoint after the chief is done.
+    Another task exiting with 0 is fine (a MultiWorkerMirrored worker or the
+    evaluator that finished); any other exit code stops the cluster. After the
+    chief, the evaluator is given time to read the final checkpoint.
     """
     deadline = clock() + timeout_s
     chief = next(t for t in self.tasks if t.is_chief)
@@ -172,22 +172,19 @@ class LocalCluster:
     while clock() < deadline:
       code = chief.process.poll()
       if code is not None:
-        if code == 0 and evaluator and evaluator.process.poll() is None:
-          try:
-            evaluator.process.wait(max(1.0, min(120.0, deadline - clock())))
-          except subprocess.TimeoutExpired:
-            logging.error("evaluator did not finish after the chief")
-            return 1
-        return code if not (evaluator and evaluator.process.returncode) \
-            else evaluator.process.returncode
+        if code != 0 or evaluator is None:
+          return code
+        try:
+          return evaluator.process.wait(max(1.0, min(120.0, deadline - clock())))
+        except subprocess.TimeoutExpired:
+          logging.error("the evaluator did not finish after the chief")
+          return 1
       for task in self.tasks:
-        if task is chief or task.process.poll() is None:
-          continue
-        if task is evaluator and task.process.returncode == 0:
-          continue
-        logging.error("%s exited with code %s before the chief finished; stopping "
-                      "the cluster", task.name, task.process.returncode)
-        return task.process.returncode or 1
+        code = task.process.poll()
+        if task is not chief and code not in (None, 0):
+          logging.error("%s exited with code %s before the chief finished; stopping "
+                        "the cluster", task.name, code)
+          return code
       time.sleep(poll_s)
     logging.error("the cluster did not finish within %gs (--timeout)", timeout_s)
     return EXIT_TIMEOUT

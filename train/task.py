@@ -22,6 +22,7 @@ did not come up, 4 a task failed during training.
 
 import json
 import os
+import re
 import sys
 
 # Before TensorFlow loads: quiet its C++ start-up noise unless asked otherwise, and
@@ -103,6 +104,16 @@ def make_train_config(environ=os.environ):
       num_ps_shards=FLAGS.num_ps_shards)
 
 
+def name_lost_task(message: str, config: cluster.ClusterConfig) -> str:
+  """Which task of the cluster an RPC error is about, from the addresses it names."""
+  lost = [f"{task_type}:{i} ({address})" for task_type, addresses in config.cluster.items()
+          for i, address in enumerate(addresses) if address in message]
+  match = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", message)
+  if not lost and match:
+    lost = [f"{match.group(1)}:{match.group(2)}"]
+  return " and ".join(lost) if lost else "a task of the cluster"
+
+
 def run_task(config: cluster.ClusterConfig, strategy_kind: str, train_config,
              *, cluster_timeout_s: float, eval_timeout_s: float):
   """Dispatches on this task's role; returns the TrainResult on a training chief."""
@@ -169,10 +180,14 @@ def main(argv):
     # Worker losses are absorbed by the coordinator; what reaches here is a lost
     # parameter server (or peer, under MultiWorkerMirrored): the job must restart,
     # and it resumes from the latest checkpoint.
-    print(f"error: task {config.task_type}:{config.task_index} lost a task of the "
-          f"cluster during training ({type(e).__name__}: {str(e).splitlines()[0]}). "
+    print(f"error: task {config.task_type}:{config.task_index} lost "
+          f"{name_lost_task(str(e), config)} during training ({type(e).__name__}). "
           "Restart the job; it resumes from the latest checkpoint.", file=sys.stderr)
-    return EXIT_TASK_FAILED
+    # Skip interpreter teardown: TensorFlow would log a page of failed RPCs to the
+    # lost task while unregistering its remote functions.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_TASK_FAILED)
   if result is not None:
     summary = {"step": result.step, "test_accuracy": result.test_accuracy,
                "test_loss": result.test_loss, "export_dir": result.export_dir,

@@ -1,0 +1,96 @@
+"""Tests for train/task.py as a command: --dry_run, exit codes and messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER = {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"], "ps": ["p0:2222"]}
+
+
+def run_task(*args, tf_config=None, timeout=120, **env):
+  environ = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CONFIG", "AIP_"))}
+  if tf_config is not None:
+    environ["TF_CONFIG"] = tf_config if isinstance(tf_config, str) else json.dumps(tf_config)
+  environ.update(env)
+  return subprocess.run([sys.executable, "-m", "train.task", *args], cwd=REPO, env=environ,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("tf_config,role,task_type,strategy", [
+    (None, "standalone", "chief", "one_device"),
+    ({"cluster": {"master": ["m:1"], "worker": ["w:1"], "ps": ["p:1"]},
+      "task": {"type": "master", "index": 0}, "environment": "cloud"},
+     "coordinator", "chief", "parameter_server"),
+    ({"cluster": CLUSTER, "task": {"type": "worker", "index": 1, "trial": "2"},
+      "job": {"workerPoolSpecs": []}, "environment": "cloud"},
+     "server", "worker", "parameter_server"),
+    ({"cluster": {**CLUSTER, "evaluator": ["e:2222"]}, "task": {"type": "evaluator", "index": 0}},
+     "evaluator", "evaluator", "parameter_server"),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}},
+     "collective", "worker", "multi_worker_mirrored"),
+])
+def test_dry_run_prints_the_resolved_task(tf_config, role, task_type, strategy):
+  run = run_task("--dry_run", tf_config=tf_config, timeout=30)
+  assert run.returncode == 0, run.stderr
+  described = json.loads(run.stdout)
+  assert (described["role"], described["task"]["type"], described["strategy"]) == (
+      role, task_type, strategy)
+  assert "evaluator" not in described["cluster"]
+
+
+@pytest.mark.parametrize("tf_config,message", [
+    ("{oops", "TF_CONFIG is not valid JSON"),
+    ({"cluster": CLUSTER, "task": {"type": "mastr", "index": 0}},
+     "task type 'mastr' is not one of chief, master, worker, ps, evaluator"),
+    ({"cluster": CLUSTER, "task": {"type": "worker", "index": 2}},
+     "task index 2 is out of range: cluster has 2 worker"),
+    ({"cluster": {"worker": ["w:1"], "ps": ["p:1"]}, "task": {"type": "ps", "index": 0}},
+     "has 'ps' but no 'chief'"),
+    ({"cluster": {"chief": ["c:1"]}, "task": {"type": "worker", "index": 0}},
+     "task worker:0 is missing from its cluster"),
+])
+def test_malformed_tf_config_exits_2_naming_the_problem(tf_config, message):
+  run = run_task("--dry_run", tf_config=tf_config, timeout=30)
+  assert run.returncode == 2
+  assert message in run.stderr
+  assert "Traceback" not in run.stderr
+
+
+def test_forced_strategy_that_does_not_fit_exits_2():
+  run = run_task("--dry_run", "--strategy=multi_worker_mirrored",
+                 tf_config={"cluster": CLUSTER, "task": {"type": "chief", "index": 0}})
+  assert run.returncode == 2 and "cannot use the 'ps' tasks" in run.stderr
+
+
+def test_bad_flag_value_exits_2():
+  run = run_task("--batch_size=0", "--max_steps=1", timeout=60)
+  assert run.returncode == 2 and "global_batch_size must be a positive integer" in run.stderr
+
+
+@pytest.mark.slow
+def test_missing_data_exits_2_naming_the_path(tmp_path):
+  run = run_task(f"--data_dir={tmp_path / 'nowhere'}", f"--log_dir={tmp_path}",
+                 "--max_steps=1")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert str(tmp_path / "nowhere") in run.stderr
+  assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_vertex_directories_are_the_defaults(tmp_path):
+  run = run_task("--data_dir=synthetic", "--max_steps=4", "--checkpoint=2",
+                 "--batch_size=16", timeout=300,
+                 AIP_MODEL_DIR=str(tmp_path / "model"),
+                 AIP_CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+                 AIP_TENSORBOARD_LOG_DIR=str(tmp_path / "tb"))
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert os.path.exists(tmp_path / "model" / "1" / "saved_model.pb")
+  assert os.path.exists(tmp_path / "ckpt" / "checkpoint")
+  assert any(n.startswith("events.out") for n in os.listdir(tmp_path / "tb"))
+  # Nothing of TensorFlow's C++ start-up noise, one log line per interval.
+  assert "cuInit" not in run.stderr and "oneDNN" not in run.stderr
+  assert sum("step 2/4" in line or "step 4/4" in line for line in run.stderr.splitlines()) == 2
