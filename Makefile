@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # Local ParameterServerStrategy cluster on real MNIST, export, serve, predict over gRPC.
 demo: $(STAMP)
-	$(BIN)/python -m train.demo
+	$(BIN)/python demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -31,7 +31,8 @@ class TrainResult:
   test_accuracy: float
   export_dir: str | None
   examples_per_sec: float       # Training only: evaluation and checkpoints excluded.
-  history: tuple = ()           # (step, seconds since start, test accuracy) per evaluation.
+  # Per interval: (step, seconds since start, test accuracy or None, examples/s).
+  history: tuple = ()
 
 
 def _format_duration(seconds: float) -> str:
@@ -168,8 +169,9 @@ class Trainer:
       line = (f"step {step}/{config.max_steps} train_loss {loss:.4f} "
               f"examples/s {examples_per_sec:.0f} elapsed {_format_duration(elapsed)} "
               f"eta {_format_duration(eta)}")
+      history.append((step, round(elapsed, 2), result.accuracy if result else None,
+                      round(examples_per_sec, 1)))
       if result is not None:
-        history.append((step, round(elapsed, 2), result.accuracy))
         line += f" test_loss {result.loss:.4f} test_accuracy {result.accuracy:.4f}"
       logging.info(line)
     if result is None:  # Resumed at or past max_steps: evaluate what was restored.
