@@ -137,7 +137,7 @@ def main(argv):
   local_accuracy = float(np.mean(
       in_process_scores(export_dir, images, FLAGS.predict_batch_size).argmax(axis=1) == labels))
   print(f"test accuracy over gRPC ({len(images)} images, version "
-        f"{sorted(served.versions)}): {grpc_accuracy:.4f}")
+        f"{sorted(served.model_versions)}): {grpc_accuracy:.4f}")
   print(f"test accuracy of the same export in process: {local_accuracy:.4f}")
   print(f"training: {trained['examples_per_sec']:.0f} examples/s; whole demo "
         f"{time.monotonic() - start:.0f}s")

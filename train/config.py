@@ -15,6 +15,8 @@ class TrainConfig:
   checkpoint_interval: int = 100     # Steps between checkpoint, evaluation and log line.
   steps_per_execution: int = 10      # Steps per scheduled function / per tf.function call.
   learning_rate: float = 1e-3
+  # "cosine": decays to a tenth of learning_rate at max_steps; "constant": the seed's.
+  learning_rate_schedule: str = "cosine"
   dropout_rate: float = 0.5
   eval_batch_size: int = 1000
   keep_checkpoints: int = 5
@@ -30,5 +32,8 @@ class TrainConfig:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+    if self.learning_rate_schedule not in ("cosine", "constant"):
+      raise ValueError(f"learning_rate_schedule must be cosine or constant, got "
+                       f"{self.learning_rate_schedule!r}")
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")

@@ -41,6 +41,14 @@ def _format_duration(seconds: float) -> str:
       if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _make_learning_rate(config: TrainConfig):
+  if config.learning_rate_schedule == "constant":
+    return config.learning_rate
+  # Evaluated at the optimizer's own step counter: the global step, under any strategy.
+  return tf_keras.optimizers.schedules.CosineDecay(
+      config.learning_rate, decay_steps=config.max_steps, alpha=0.1)
+
+
 class Trainer:
   """Builds the model, optimizer and checkpoint under `strategy` and trains them."""
 
@@ -54,7 +62,7 @@ class Trainer:
     self.clock = clock
     with strategy.scope():
       self.model = cnn.build_cnn(config.dropout_rate)
-      self.optimizer = tf_keras.optimizers.Adam(config.learning_rate)
+      self.optimizer = tf_keras.optimizers.Adam(_make_learning_rate(config))
       # Slots now, under the strategy, so that they live on the ps and restore eagerly.
       self.optimizer.build(self.model.trainable_variables)
     # The optimizer counts its updates on the ps (or mirrored); it is the global step.

@@ -62,7 +62,9 @@ flags.DEFINE_string("tensorboard_dir", None, "TensorBoard logs. Default: "
 flags.DEFINE_string("data_dir", None, "MNIST IDX files or mnist.npz, local or any "
                     "tf.io.gfile URL (gs://); 'synthetic' for generated data. "
                     "Default: the copy vendored in data/mnist.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the initial one).")
+flags.DEFINE_enum("learning_rate_schedule", "cosine", ["cosine", "constant"],
+                  "cosine: decay to a tenth of --learning_rate at --max_steps.")
 flags.DEFINE_enum("strategy", cluster.AUTO, cluster.STRATEGIES, "auto: one_device "
                   "without TF_CONFIG, parameter_server when the cluster has ps, "
                   "multi_worker_mirrored otherwise.")
@@ -99,6 +101,7 @@ def make_train_config(environ=os.environ):
       checkpoint_interval=FLAGS.checkpoint,
       steps_per_execution=FLAGS.steps_per_execution,
       learning_rate=FLAGS.learning_rate,
+      learning_rate_schedule=FLAGS.learning_rate_schedule,
       keep_checkpoints=FLAGS.keep_checkpoints,
       seed=FLAGS.seed,
       num_ps_shards=FLAGS.num_ps_shards)
