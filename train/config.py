@@ -10,6 +10,7 @@ class TrainConfig:
   checkpoint_dir: str = "/tmp/logs"  # Checkpoints (the seed's --log_dir).
   tensorboard_dir: str = "/tmp/logs"
   model_dir: str | None = "/tmp/model"  # Export base: <model_dir>/<version>/. None: no export.
+  export_layout: str = "versioned"   # "flat": the SavedModel in model_dir (Vertex AI).
   global_batch_size: int = 100       # Examples per optimizer update (the seed's --batch_size).
   max_steps: int = 10000
   checkpoint_interval: int = 100     # Steps between checkpoint, evaluation and log line.

@@ -22,6 +22,11 @@ from model import cnn
 from model import contract
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TensorFlow Serving's layout, <base>/<version>/saved_model.pb; or the SavedModel
+# straight in <base>, which Vertex AI's model upload and prebuilt TF prediction
+# containers expect of AIP_MODEL_DIR.
+VERSIONED = "versioned"
+FLAT = "flat"
 _VERSION_RE = re.compile(r"^\d+$")
 
 
@@ -118,23 +123,32 @@ def verify_export(export_dir: str, model: tf_keras.Model, images: np.ndarray) ->
 
 def export_model(model: tf_keras.Model, export_base: str, *,
                  version: int | None = None,
-                 sample_images: np.ndarray | None = None) -> str:
-  """Writes, verifies and publishes `<export_base>/<version>/`; returns its path.
+                 sample_images: np.ndarray | None = None,
+                 layout: str = VERSIONED) -> str:
+  """Writes, verifies and publishes the SavedModel; returns where it was published.
 
-  The SavedModel is written to a hidden staging folder beside the versions and
-  renamed into place only after it verified, so a TF Serving that polls
-  `export_base` never sees half a version (TF Serving ignores non-numeric names).
-  On a local disk the rename is atomic; on object stores (gs://) it is a copy.
+  VERSIONED publishes `<export_base>/<version>/`, FLAT `<export_base>/` itself. The
+  SavedModel is written to a hidden staging folder first and moved into place only
+  after it verified, so a TF Serving that polls `export_base` never sees half a
+  version (TF Serving ignores non-numeric names). On a local disk the move is an
+  atomic rename; on object stores (gs://) it is a copy.
   """
+  if layout not in (VERSIONED, FLAT):
+    raise ValueError(f"export layout {layout!r} is not {VERSIONED!r} or {FLAT!r}")
   if sample_images is None:
     sample_images = np.random.default_rng(0).random((8, cnn.IMAGE_PIXELS), np.float32)
   sample_images = np.asarray(sample_images, np.float32)
   tf.io.gfile.makedirs(export_base)
-  version = next_version(export_base) if version is None else int(version)
-  final_dir = os.path.join(export_base, str(version))
-  if tf.io.gfile.exists(final_dir):
-    raise FileExistsError(f"export version {final_dir} already exists")
-  staging_dir = os.path.join(export_base, f".staging-{version}-{uuid.uuid4().hex[:8]}")
+  suffix = uuid.uuid4().hex[:8]
+  if layout == FLAT:
+    final_dir = export_base
+    staging_dir = f"{export_base.rstrip('/')}.staging-{suffix}"
+  else:
+    version = next_version(export_base) if version is None else int(version)
+    final_dir = os.path.join(export_base, str(version))
+    if tf.io.gfile.exists(final_dir):
+      raise FileExistsError(f"export version {final_dir} already exists")
+    staging_dir = os.path.join(export_base, f".staging-{version}-{suffix}")
   module = ServingModule(model)
   signatures = {
       contract.SIGNATURE_NAME: module.serve,
@@ -144,12 +158,27 @@ def export_model(model: tf_keras.Model, export_base: str, *,
     tf.saved_model.save(module, staging_dir, signatures=signatures)
     write_warmup_requests(staging_dir, sample_images[:8])
     verify_export(staging_dir, model, sample_images)
-    tf.io.gfile.rename(staging_dir, final_dir)
+    if layout == FLAT:
+      _replace_contents(staging_dir, final_dir)
+    else:
+      tf.io.gfile.rename(staging_dir, final_dir)
   finally:
     if tf.io.gfile.exists(staging_dir):
       tf.io.gfile.rmtree(staging_dir)
-  logging.info("Exported SavedModel version %d to %s", version, final_dir)
+  logging.info("Exported SavedModel (%s) to %s", layout, final_dir)
   return final_dir
+
+
+def _replace_contents(source_dir: str, target_dir: str) -> None:
+  """Moves every entry of `source_dir` into `target_dir`, replacing what was there."""
+  for name in tf.io.gfile.listdir(source_dir):
+    name = name.rstrip("/")
+    target = os.path.join(target_dir, name)
+    if tf.io.gfile.isdir(target):
+      tf.io.gfile.rmtree(target)
+    elif tf.io.gfile.exists(target):
+      tf.io.gfile.remove(target)
+    tf.io.gfile.rename(os.path.join(source_dir, name), target)
 
 
 def restore_weights(model: tf_keras.Model, checkpoint: str) -> int:

@@ -187,7 +187,8 @@ class Trainer:
     export_dir = None
     if self.is_chief and config.model_dir:
       export_dir = export.export_model(self.evaluator.model, config.model_dir,
-                                       sample_images=self.sample_images)
+                                       sample_images=self.sample_images,
+                                       layout=config.export_layout)
     self.writer.flush()
     return TrainResult(
         step=step, test_loss=result.loss if result else float("nan"),

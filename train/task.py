@@ -53,7 +53,8 @@ flags.DEFINE_integer("checkpoint", 100, "Interval in steps between checkpoints, 
                      "evaluations and log lines.")
 flags.DEFINE_string("log_dir", "/tmp/logs", "Directory for checkpoints and summary logs.")
 flags.DEFINE_string("model_dir", None, "Export base directory: the SavedModel goes to "
-                    "<model_dir>/<version>/. Default: $AIP_MODEL_DIR or /tmp/model.")
+                    "<model_dir>/<version>/ (TF Serving's layout). Default: /tmp/model; "
+                    "on Vertex AI, $AIP_MODEL_DIR itself holds saved_model.pb.")
 # Added.
 flags.DEFINE_string("checkpoint_dir", None, "Checkpoints. Default: $AIP_CHECKPOINT_DIR "
                     "or --log_dir.")
@@ -88,7 +89,11 @@ FLAGS = flags.FLAGS
 
 def make_train_config(environ=os.environ):
   """The only reader of FLAGS: flags and Vertex AI's AIP_* variables to a TrainConfig."""
+  from train import export
   from train.config import TrainConfig
+  # On Vertex AI (AIP_MODEL_DIR set, no --model_dir) the SavedModel goes straight
+  # into AIP_MODEL_DIR, where Vertex's model upload looks for saved_model.pb.
+  on_vertex = not FLAGS.model_dir and bool(environ.get("AIP_MODEL_DIR"))
   return TrainConfig(
       data_dir=FLAGS.data_dir,
       checkpoint_dir=FLAGS.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or FLAGS.log_dir,
@@ -96,6 +101,7 @@ def make_train_config(environ=os.environ):
                        or FLAGS.log_dir),
       model_dir=((FLAGS.model_dir or environ.get("AIP_MODEL_DIR") or "/tmp/model")
                  if FLAGS.export else None),
+      export_layout=export.FLAT if on_vertex else export.VERSIONED,
       global_batch_size=FLAGS.batch_size,
       max_steps=FLAGS.max_steps,
       checkpoint_interval=FLAGS.checkpoint,
@@ -158,14 +164,13 @@ def main(argv):
   if FLAGS.dry_run:
     print(json.dumps(cluster.describe(config, strategy_kind), sort_keys=True))
     return 0
+  from model import runtime
+  tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
   try:
     train_config = make_train_config()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
-
-  from model import runtime
-  tf = runtime.import_tensorflow()
   from model import mnist
   from train import strategies
   try:

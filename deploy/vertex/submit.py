@@ -107,7 +107,7 @@ def main(argv=None) -> int:
   parser.add_argument("--image_uri", required=True, help="The training image, pushed.")
   parser.add_argument("--output_dir", required=True,
                       help="gs:// base of checkpoints (checkpoints/), TensorBoard "
-                           "logs (logs/) and the export (model/<version>/).")
+                           "logs (logs/) and the export (model/saved_model.pb).")
   parser.add_argument("--render", action="store_true",
                       help="Print the filled spec as YAML for gcloud and exit.")
   parser.add_argument("--display_name", default="mnist")

@@ -153,3 +153,15 @@ def test_export_command_and_a_fresh_process_loads_it(trained, tmp_path):
        str(tmp_path / "model" / "1")], cwd=REPO, capture_output=True, text=True, timeout=180)
   assert check.returncode == 0, check.stderr[-2000:]
   assert check.stdout.strip().splitlines()[-1] == "[7, 3]"
+
+
+def test_flat_layout_replaces_the_savedmodel_in_place(trained, tmp_path):
+  """Vertex AI's AIP_MODEL_DIR layout: saved_model.pb in the base itself."""
+  base = str(tmp_path / "model")
+  assert export.export_model(trained, base, layout=export.FLAT) == base
+  assert export.export_model(trained, base, layout=export.FLAT) == base  # A rerun.
+  assert sorted(os.listdir(base)) == ["assets", "assets.extra", "fingerprint.pb",
+                                      "saved_model.pb", "variables"]
+  assert os.listdir(tmp_path) == ["model"]  # The staging folder is gone.
+  out = export.run_session_loader(base, np.array([7, 3]), _images(2))
+  np.testing.assert_array_equal(out["key"], [7, 3])

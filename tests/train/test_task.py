@@ -88,7 +88,9 @@ def test_vertex_directories_are_the_defaults(tmp_path):
                  AIP_CHECKPOINT_DIR=str(tmp_path / "ckpt"),
                  AIP_TENSORBOARD_LOG_DIR=str(tmp_path / "tb"))
   assert run.returncode == 0, run.stderr[-3000:]
-  assert os.path.exists(tmp_path / "model" / "1" / "saved_model.pb")
+  # Vertex AI's layout: saved_model.pb straight in AIP_MODEL_DIR.
+  assert os.path.exists(tmp_path / "model" / "saved_model.pb")
+  assert sorted(os.listdir(tmp_path)) == ["ckpt", "model", "tb"]  # No staging left.
   assert os.path.exists(tmp_path / "ckpt" / "checkpoint")
   assert any(n.startswith("events.out") for n in os.listdir(tmp_path / "tb"))
   # Nothing of TensorFlow's C++ start-up noise, one log line per interval.

@@ -1,0 +1,33 @@
+"""Tests for train/benchmark.py: the throughput it reports, and the command's table."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from train import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_steady_throughput_skips_the_warm_up_interval():
+  history = [[10, 5.0, 0.5, 100.0], [20, 6.0, 0.6, 900.0], [30, 7.0, 0.7, 1000.0],
+             [40, 8.0, 0.8, 1100.0]]
+  assert benchmark.steady_throughput(history) == 1000.0
+  assert benchmark.steady_throughput(history[:1]) == 100.0
+
+
+@pytest.mark.slow
+def test_command_prints_a_row_per_setup_with_ratios():
+  run = subprocess.run(
+      [sys.executable, "-m", "train.benchmark", "--setups=0,1", "--max_steps=30",
+       "--checkpoint=10", "--batch_size=16", "--steps_per_execution=5",
+       "--data_dir=synthetic", "--timeout=240"],
+      cwd=REPO, capture_output=True, text=True, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  rows = re.findall(r"^\| (one process|PSS 1 ps \+ 1 worker) \| (\d+) \| ([\d.]+)x \|$",
+                    run.stdout, re.MULTILINE)
+  assert [r[0] for r in rows] == ["one process", "PSS 1 ps + 1 worker"]
+  assert rows[0][2] == "1.00" and int(rows[1][1]) > 0
