@@ -40,7 +40,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
 from model import contract
-from serving import server
+from serving import manager
+from serving.servable import Servable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _run_rounds(cases: list, rounds: int, warmup_calls: int) -> list:
 
 
 def run_benchmark(config: BenchmarkConfig) -> list:
-  versions = server.list_versions(config.model_base_path)
+  versions = manager.list_versions(config.model_base_path)
   if not versions:
     raise ValueError(f"no numeric version directory under {config.model_base_path}; expected "
                      "an export such as `python -m train.export` writes")
@@ -183,7 +184,7 @@ def run_benchmark(config: BenchmarkConfig) -> list:
     return lambda: {k: v.numpy() for k, v in signature_fn(key=keys, image=batch).items()}
 
   # In process, TF1 session: the server's own path without gRPC.
-  servable = server.Servable("benchmark", versions[-1], export_dir)
+  servable = Servable("benchmark", versions[-1], export_dir)
 
   def session_call_fn(rows):
     inputs = {contract.KEY: np.arange(rows, dtype=np.int64), contract.IMAGE: images[:rows]}

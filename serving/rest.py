@@ -208,7 +208,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def start_rest_server(host: str, port: int, manager) -> http.server.ThreadingHTTPServer:
-  """Serves the REST API for `manager` (a server.ModelManager) in a daemon thread."""
+  """Serves the REST API for `manager` (a manager.ModelManager) in a daemon thread."""
   handler = type("RestHandler", (_Handler,), {"manager": manager})
   server = http.server.ThreadingHTTPServer((host, port), handler)
   server.daemon_threads = True

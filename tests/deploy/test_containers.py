@@ -263,13 +263,13 @@ def test_dockerfile_passes_hadolint(dockerfile):
 
 def test_project_server_accepts_the_serving_files():
   """serving.server stands in for tensorflow_model_server with the same files."""
-  from serving import server
+  from serving import config
 
   flags = serving_entrypoint_flags()
-  (config,) = server.parse_model_config_file(
+  (model_config,) = config.parse_model_config_file(
       str(copied_into_image(flags["model_config_file"])))
-  assert config.base_path == MODEL_BASE_PATH
-  batching = server.parse_batching_parameters_file(
+  assert model_config.base_path == MODEL_BASE_PATH
+  batching = config.parse_batching_parameters_file(
       str(copied_into_image(flags["batching_parameters_file"])))
   assert batching.max_batch_size == max(batching.allowed_batch_sizes)
 

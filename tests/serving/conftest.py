@@ -12,6 +12,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
+from serving import config
 from serving import server
 from train import export
 
@@ -47,8 +48,8 @@ def sample_images() -> np.ndarray:
 @pytest.fixture(scope="session")
 def model_server(export_dir):
   """The embedded server on free ports (gRPC and REST), loading once (no polling)."""
-  options = server.ServerOptions(
-      model_config_list=(server.make_model_config("mnist", os.path.dirname(export_dir)),),
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, rest_api_port=pick_free_port(), file_system_poll_wait_seconds=0)
   s = server.ModelServer(options).start()
   try:

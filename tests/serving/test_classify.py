@@ -9,6 +9,7 @@ from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
+from serving import config
 from serving import server
 
 
@@ -38,7 +39,7 @@ def _example(x: float) -> tf.train.Example:
 def example_stub(tmp_path_factory):
   base = tmp_path_factory.mktemp("examples")
   _save_example_model(str(base / "1"))
-  options = server.ServerOptions(model_config_list=(server.make_model_config("ex", str(base)),),
+  options = config.ServerOptions(model_config_list=(config.make_model_config("ex", str(base)),),
                                  port=0, file_system_poll_wait_seconds=0)
   with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     yield prediction_service_pb2_grpc.PredictionServiceStub(ch)

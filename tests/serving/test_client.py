@@ -15,6 +15,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from model import contract
 from model import mnist
 from serving import client
+from serving import config
 from serving import server
 from serving import tensors
 
@@ -121,10 +122,10 @@ def test_metadata_and_status(stub, model_stub):
 
 
 def _tls_server(export_dir, certificates, client_verify):
-  ssl = server.SslOptions(certificates["server_key"], certificates["server_cert"],
+  ssl = config.SslOptions(certificates["server_key"], certificates["server_cert"],
                           certificates["client_cert"] if client_verify else "", client_verify)
-  return server.ModelServer(server.ServerOptions(
-      model_config_list=(server.make_model_config("mnist", os.path.dirname(export_dir)),),
+  return server.ModelServer(config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, ssl=ssl))
 
 

@@ -29,6 +29,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import file_system_storage_path_source_pb2
 
+from serving import batching
+from serving import config
+from serving import manager
 from serving import server
 from tests.serving.conftest import copy_version
 
@@ -281,7 +284,7 @@ def test_rest_predict_metadata_and_status(model_server, sample_images):
 
 def test_warmup_records_run_at_load(model_server, export_dir):
   records = list(tf.data.TFRecordDataset(
-      os.path.join(export_dir, server.WARMUP_FILE)).as_numpy_iterator())
+      os.path.join(export_dir, manager.WARMUP_FILE)).as_numpy_iterator())
   assert len(records) == 2  # train.export writes batch 1 and batch 8.
   with model_server.manager.servable("mnist") as servable:
     assert servable.warmup_requests_run == len(records)
@@ -291,33 +294,33 @@ def test_failing_warmup_record_fails_the_load(export_dir, tmp_path, sample_image
   version_dir = copy_version(export_dir, str(tmp_path), 1)
   bad = raw_request([1], sample_images[:1])
   bad.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 3), np.float32)))
-  with tf.io.TFRecordWriter(os.path.join(version_dir, server.WARMUP_FILE)) as writer:
+  with tf.io.TFRecordWriter(os.path.join(version_dir, manager.WARMUP_FILE)) as writer:
     writer.write(prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=bad)).SerializeToString())
-  manager = server.ModelManager((server.make_model_config("m", str(tmp_path)),))
-  manager.poll_once()
+  model_manager = manager.ModelManager((config.make_model_config("m", str(tmp_path)),))
+  model_manager.poll_once()
   try:
-    [(version, state, error)] = manager.version_states("m")
+    [(version, state, error)] = model_manager.version_states("m")
     assert (version, state) == (1, _State.END)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "shape [1,3]" in error.message
-    assert not manager.has_available_version()
-    manager.poll_once()  # A failed version is not retried in place...
-    assert manager.version_states("m")[0][1] == _State.END
+    assert not model_manager.has_available_version()
+    model_manager.poll_once()  # A failed version is not retried in place...
+    assert model_manager.version_states("m")[0][1] == _State.END
     shutil.rmtree(version_dir)  # ...but loads once it is published again, fixed.
-    manager.poll_once()
+    model_manager.poll_once()
     copy_version(export_dir, str(tmp_path), 1)
-    manager.poll_once()
-    assert manager.version_states("m") == [(1, _State.AVAILABLE, None)]
+    model_manager.poll_once()
+    assert model_manager.version_states("m") == [(1, _State.AVAILABLE, None)]
   finally:
-    manager.close()
+    model_manager.close()
 
 
 def test_start_on_a_busy_port_fails_clearly(export_dir):
   with socket.socket() as busy:
     busy.bind(("127.0.0.1", 0))
     busy.listen()
-    options = server.ServerOptions(
-        model_config_list=(server.make_model_config("m", os.path.dirname(export_dir)),),
+    options = config.ServerOptions(
+        model_config_list=(config.make_model_config("m", os.path.dirname(export_dir)),),
         port=busy.getsockname()[1], file_system_poll_wait_seconds=0, enable_model_warmup=False)
     model_server = server.ModelServer(options)
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{options.port}"):
@@ -331,8 +334,8 @@ def test_new_version_is_served_within_the_poll_interval_and_old_unloaded(
   os.makedirs(base)
   copy_version(export_dir, base, 1)
   poll_s = 0.2
-  options = server.ServerOptions(
-      model_config_list=(server.make_model_config("mnist", base),), port=0,
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", base),), port=0,
       file_system_poll_wait_seconds=poll_s)
   with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
@@ -371,17 +374,17 @@ def _policy(text):
 
 def test_select_versions_follows_the_policy():
   on_disk = [1, 3, 4, 10]
-  assert server.select_versions(on_disk, _policy("")) == {10}
-  assert server.select_versions(on_disk, _policy("latest { num_versions: 2 }")) == {4, 10}
-  assert server.select_versions(on_disk, _policy("all {}")) == {1, 3, 4, 10}
-  assert server.select_versions(on_disk, _policy("specific { versions: 3 versions: 7 }")) == {3}
+  assert manager.select_versions(on_disk, _policy("")) == {10}
+  assert manager.select_versions(on_disk, _policy("latest { num_versions: 2 }")) == {4, 10}
+  assert manager.select_versions(on_disk, _policy("all {}")) == {1, 3, 4, 10}
+  assert manager.select_versions(on_disk, _policy("specific { versions: 3 versions: 7 }")) == {3}
 
 
 def test_list_versions_skips_staging_and_files(tmp_path):
   for name in ("1", "12", ".staging-13-abc", "tmp"):
     (tmp_path / name).mkdir()
   (tmp_path / "2").write_text("a file, not a version")
-  assert server.list_versions(str(tmp_path)) == [1, 12]
+  assert manager.list_versions(str(tmp_path)) == [1, 12]
 
 
 def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path, sample_images):
@@ -398,7 +401,7 @@ def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path,
           version_labels {{ key: "stable" value: 1 }}
         }}
       }}""")
-  options = server.ServerOptions(model_config_list=server.parse_model_config_file(
+  options = config.ServerOptions(model_config_list=config.parse_model_config_file(
       str(config_file)), port=0, file_system_poll_wait_seconds=0)
   with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
@@ -409,7 +412,7 @@ def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path,
     # ModelService.HandleReloadConfigRequest: serve it under a second name too.
     reload = model_management_pb2.ReloadConfigRequest()
     reload.config.model_config_list.config.extend(
-        [options.model_config_list[0], server.make_model_config("mnist", base)])
+        [options.model_config_list[0], config.make_model_config("mnist", base)])
     response = model_service_pb2_grpc.ModelServiceStub(ch).HandleReloadConfigRequest(
         reload, timeout=30)
     assert response.status.error_code == 0, response.status.error_message
@@ -428,16 +431,16 @@ def test_bad_model_config_files(tmp_path, text, message):
   path = tmp_path / "bad.config"
   path.write_text(text)
   with pytest.raises(ValueError, match=message):
-    server.parse_model_config_file(str(path))
+    config.parse_model_config_file(str(path))
 
 
 def test_deploy_configs_parse():
   # The files deploy/serving hands to the real tensorflow_model_server.
-  configs = server.parse_model_config_file(os.path.join(ROOT, "deploy/serving/models.config"))
+  configs = config.parse_model_config_file(os.path.join(ROOT, "deploy/serving/models.config"))
   assert [c.name for c in configs] == ["mnist"]
-  batching = server.parse_batching_parameters_file(
+  batching_options = config.parse_batching_parameters_file(
       os.path.join(ROOT, "deploy/serving/batching_parameters.txt"))
-  assert batching.max_batch_size == batching.allowed_batch_sizes[-1]
+  assert batching_options.max_batch_size == batching_options.allowed_batch_sizes[-1]
 
 
 def test_batching_and_ssl_text_protos(tmp_path):
@@ -445,16 +448,16 @@ def test_batching_and_ssl_text_protos(tmp_path):
   path.write_text("max_batch_size { value: 16 } batch_timeout_micros { value: 500 }\n"
                   "num_batch_threads { value: 3 } allowed_batch_sizes: 4 "
                   "allowed_batch_sizes: 16")
-  assert server.parse_batching_parameters_file(str(path)) == server.BatchingOptions(
+  assert config.parse_batching_parameters_file(str(path)) == config.BatchingOptions(
       max_batch_size=16, batch_timeout_micros=500, num_batch_threads=3,
       allowed_batch_sizes=(4, 16))
   path.write_text("max_batch_size { value: 16 } allowed_batch_sizes: 8")
   with pytest.raises(ValueError, match="must increase and end with max_batch_size 16"):
-    server.parse_batching_parameters_file(str(path))
-  ssl_cls = server._config_message_classes()[1]  # pylint: disable=protected-access
+    config.parse_batching_parameters_file(str(path))
+  ssl_cls = config._config_message_classes()[1]  # pylint: disable=protected-access
   path.write_text(text_format.MessageToString(ssl_cls(
       server_key="KEY\n", server_cert="CERT\n", custom_ca="CA\n", client_verify=True)))
-  assert server.parse_ssl_config_file(str(path)) == server.SslOptions(
+  assert config.parse_ssl_config_file(str(path)) == config.SslOptions(
       "KEY\n", "CERT\n", "CA\n", True)
 
 
@@ -470,7 +473,7 @@ def test_batch_scheduler_merges_queued_requests_and_pads():
       release.wait(10)
     return [feeds[0] * 10, feeds[1].sum(axis=1)]
 
-  scheduler = server.BatchScheduler(run_fn, server.BatchingOptions(
+  scheduler = batching.BatchScheduler(run_fn, config.BatchingOptions(
       max_batch_size=8, num_batch_threads=1, allowed_batch_sizes=(4, 8)), "test")
   results = {}
 
@@ -498,10 +501,10 @@ def test_batch_scheduler_merges_queued_requests_and_pads():
 
 
 def test_enable_batching_merges_concurrent_requests(export_dir, sample_images, stub):
-  options = server.ServerOptions(
-      model_config_list=(server.make_model_config("mnist", os.path.dirname(export_dir)),),
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False,
-      batching=server.BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000,
+      batching=config.BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000,
                                       num_batch_threads=1))
   expected = tf.make_ndarray(stub.Predict(raw_request(np.arange(8), sample_images),
                                           timeout=10).outputs["scores"])
@@ -529,8 +532,8 @@ def test_enable_batching_merges_concurrent_requests(export_dir, sample_images, s
 
 
 def test_tensor_content_responses_when_enabled(export_dir, sample_images):
-  options = server.ServerOptions(
-      model_config_list=(server.make_model_config("mnist", os.path.dirname(export_dir)),),
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, tensor_content=True)
   with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     response = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(
