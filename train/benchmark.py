@@ -50,6 +50,7 @@ def run_setup(setup: Setup, task_args: list[str], workdir: str, timeout_s: float
   result_json = os.path.join(workdir, "result.json")
   args = [*task_args, f"--log_dir={workdir}/logs", f"--model_dir={workdir}/model",
           f"--result_json={result_json}", "--noexport"]
+  os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
   with open(log_path, "w") as log:
     if setup.num_ps is None:

@@ -191,12 +191,16 @@ class LocalCluster:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_ps", 1, "Parameter servers; 0 for MultiWorkerMirrored.")
-flags.DEFINE_integer("num_workers", 2, "Workers.")
-flags.DEFINE_bool("evaluator", False, "Also run a side-car evaluator task.")
-flags.DEFINE_bool("legacy_master", False, "Name the chief `master` in TF_CONFIG, "
-                  "as r0.12 / AI Platform did.")
-flags.DEFINE_float("timeout", 1800.0, "Seconds before every process is ended.")
+
+
+def define_flags():
+  """The launcher's own flags; defined only when it is the program (not when imported)."""
+  flags.DEFINE_integer("num_ps", 1, "Parameter servers; 0 for MultiWorkerMirrored.")
+  flags.DEFINE_integer("num_workers", 2, "Workers.")
+  flags.DEFINE_bool("evaluator", False, "Also run a side-car evaluator task.")
+  flags.DEFINE_bool("legacy_master", False, "Name the chief `master` in TF_CONFIG, "
+                    "as r0.12 / AI Platform did.")
+  flags.DEFINE_float("timeout", 1800.0, "Seconds before every process is ended.")
 
 
 def main(argv):
@@ -223,4 +227,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
