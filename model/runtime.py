@@ -6,7 +6,8 @@ TF_CPP_MIN_LOG_LEVEL does not reach it. Entry points call `import_tensorflow()`
 before anything imports TensorFlow; it holds stderr (file descriptor 2) in a
 temporary file while the runtime loads, and replays it if the import fails.
 Its Python-side chatter (INFO lines while saving, deprecation notices of the TF1
-loader that train/export.py uses on purpose) is raised to ERROR as well.
+loader that train/export.py uses on purpose) is dropped below ERROR as well, except
+what the ClusterCoordinator says about failed and recovered workers.
 Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 """
 
@@ -38,16 +39,19 @@ def import_tensorflow():
     finally:
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
-  tensorflow.get_logger().setLevel(logging.ERROR)
-  _quiet_absl_records_from(os.path.dirname(tensorflow.__file__))
+  tensorflow.get_logger().setLevel(logging.INFO)
+  _quiet_records_from(os.path.dirname(tensorflow.__file__))
   return tensorflow
 
 
-def _quiet_absl_records_from(package_dir: str) -> None:
-  """Drops INFO records that TensorFlow's own modules log through absl."""
+def _quiet_records_from(package_dir: str) -> None:
+  """Keeps, of what TensorFlow's own modules log, errors and the coordinator's news."""
   from absl import logging as absl_logging
+  coordinator_dir = os.path.join(package_dir, "python", "distribute", "coordinator")
 
   def keep(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not record.pathname.startswith(package_dir)
+    return (not record.pathname.startswith(package_dir) or record.levelno >= logging.ERROR
+            or (record.pathname.startswith(coordinator_dir)
+                and "has been recovered" in str(record.msg)))
 
   absl_logging.get_absl_handler().addFilter(keep)

@@ -125,6 +125,7 @@ def test_worker_killed_mid_run_job_still_finishes(tmp_path):
     rejoined_alive = victim.process.poll() is None
   assert code == 0, log_tail(tmp_path)
   assert rejoined_alive
+  assert "Worker /job:worker/replica:0/task:1 has been recovered" in log_tail(tmp_path, 10**7)
   # A function cut short by the kill is run again elsewhere: steps >= max_steps.
   assert checkpoint_step(tmp_path / "logs") >= 200
   assert_valid_export(str(tmp_path / "model" / "1"))
