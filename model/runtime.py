@@ -39,7 +39,7 @@ def import_tensorflow():
     finally:
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
-  tensorflow.get_logger().setLevel(logging.INFO)
+  tensorflow.get_logger().setLevel(logging.INFO)  # Filtered below.
   _quiet_records_from(os.path.dirname(tensorflow.__file__))
   return tensorflow
 
@@ -54,4 +54,8 @@ def _quiet_records_from(package_dir: str) -> None:
             or (record.pathname.startswith(coordinator_dir)
                 and "has been recovered" in str(record.msg)))
 
+  # TensorFlow logs through its own logger (which may have a handler of its own
+  # when imported before absl's app.run) and, in some modules, through absl's.
+  tensorflow_logger = logging.getLogger("tensorflow")
+  tensorflow_logger.addFilter(keep)
   absl_logging.get_absl_handler().addFilter(keep)

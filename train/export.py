@@ -15,11 +15,16 @@ import uuid
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
-import tf_keras
 
-from model import cnn
-from model import contract
+from model import runtime
+
+# Quiet TensorFlow's start-up when this module is the program (a no-op once loaded).
+tf = runtime.import_tensorflow()
+
+import tf_keras  # noqa: E402
+
+from model import cnn  # noqa: E402
+from model import contract  # noqa: E402
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TensorFlow Serving's layout, <base>/<version>/saved_model.pb; or the SavedModel
