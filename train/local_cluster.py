@@ -73,12 +73,25 @@ def tf_config_for(cluster: dict, task_type: str, index: int) -> str:
   return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
 
 
-def _die_with_parent():
-  """Runs in the child before exec: the kernel SIGKILLs it if the launcher dies."""
+# Set by the launcher on each task: the launcher's pid (see die_with_launcher).
+PARENT_PID_ENV = "LOCAL_CLUSTER_PARENT_PID"
+
+
+def die_with_launcher(environ=os.environ) -> None:
+  """In a task the launcher started: have the kernel SIGKILL it if the launcher dies.
+
+  Called by the task itself at start-up (train/task.py), not in a preexec_fn: code
+  between fork and exec in a multi-threaded launcher can deadlock or abort.
+  """
+  parent = environ.get(PARENT_PID_ENV)
+  if not parent:
+    return
   try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   except OSError:
-    pass
+    return
+  if os.getppid() != int(parent):  # The launcher died before prctl took effect.
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclasses.dataclass
@@ -132,11 +145,12 @@ class LocalCluster:
 
   def start_task(self, task: Task) -> None:
     """Starts (or restarts) one task's process with its own TF_CONFIG."""
-    env = dict(self.env, TF_CONFIG=task.tf_config, PYTHONUNBUFFERED="1")
+    env = dict(self.env, TF_CONFIG=task.tf_config, PYTHONUNBUFFERED="1",
+               **{PARENT_PID_ENV: str(os.getpid())})
     task.process = subprocess.Popen(
         [self.python, "-m", "train.task", *self.task_args], env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", preexec_fn=_die_with_parent)
+        text=True, errors="replace")
     threading.Thread(target=self._pump, args=(task.name, task.process.stdout),
                      daemon=True).start()
 

@@ -37,6 +37,7 @@ from absl import flags
 from absl import logging
 
 from train import cluster
+from train import local_cluster
 
 EXIT_BAD_CONFIG = 2
 EXIT_CLUSTER_TIMEOUT = 3
@@ -155,6 +156,7 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str, train_config,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  local_cluster.die_with_launcher()
   try:
     config = cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     strategy_kind = cluster.resolve_strategy(config, FLAGS.strategy)

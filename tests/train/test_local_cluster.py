@@ -7,8 +7,11 @@ so they check the launcher's rules in about a second without TensorFlow.
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,3 +100,40 @@ def test_the_evaluator_is_waited_for_after_the_chief(fake_python):
 def test_timeout_ends_everything(fake_python):
   code, _ = launch(fake_python, {}, timeout=1)
   assert code == local_cluster.EXIT_TIMEOUT
+
+
+def test_a_task_dies_with_its_launcher(tmp_path):
+  """A task started by a launcher that is then SIGKILLed does not outlive it."""
+  script = (
+      "import os, subprocess, sys, time\n"
+      "from train import local_cluster\n"
+      "env = dict(os.environ, **{local_cluster.PARENT_PID_ENV: str(os.getpid())})\n"
+      "child = subprocess.Popen([sys.executable, '-c', 'from train import local_cluster; "
+      "local_cluster.die_with_launcher(); import time; time.sleep(60)'], env=env)\n"
+      "print(child.pid, flush=True)\n"
+      "time.sleep(60)\n")
+  launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True, cwd=os.path.dirname(os.path.dirname(
+                                  os.path.dirname(os.path.abspath(__file__)))))
+  try:
+    child_pid = int(launcher.stdout.readline())
+    time.sleep(1.0)  # Let the child reach its prctl call.
+    launcher.kill()
+    launcher.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child_pid):
+      time.sleep(0.1)
+    assert not _alive(child_pid), "the task outlived its launcher"
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+    if _alive(child_pid):
+      os.kill(child_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split()[2] != "Z"
+  except FileNotFoundError:
+    return False
