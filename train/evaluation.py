@@ -12,6 +12,7 @@ import tf_keras
 from model import cnn
 from model import mnist
 from train import data as data_lib
+from train import export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +65,6 @@ def run_sidecar_evaluator(checkpoint_dir: str, tensorboard_dir: str, max_steps: 
   The final one is the first whose step reaches `max_steps`. Gives up, returning the
   last result, when no new checkpoint appears for `timeout_s` seconds.
   """
-  # Imported here: train.export imports nothing of this module, but keeps the
-  # restore logic (plain model from any training checkpoint) in one place.
-  from train import export
-
   data = mnist.load_mnist(data_dir)
   evaluator = Evaluator(data.test_images, data.test_labels, batch_size)
   writer = tf.summary.create_file_writer(os.path.join(tensorboard_dir, "eval"))
@@ -75,7 +72,12 @@ def run_sidecar_evaluator(checkpoint_dir: str, tensorboard_dir: str, max_steps: 
   for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
                                             timeout=timeout_s):
     start = time.monotonic()
-    step = export.restore_weights(evaluator.model, path)
+    try:
+      step = export.restore_weights(evaluator.model, path)
+    except (tf.errors.NotFoundError, FileNotFoundError):
+      # The chief's CheckpointManager deleted it (max_to_keep) before we read it.
+      logging.warning("checkpoint %s was deleted before it was evaluated", path)
+      continue
     result = evaluator.evaluate(step)
     write_eval_summaries(writer, result, evaluator.model)
     logging.info("step %d evaluator test_loss %.4f test_accuracy %.4f (%s, %.1fs)",

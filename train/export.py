@@ -10,7 +10,6 @@ out) and TF Serving's MNIST-example signature `predict_images`, plus warmup reco
 
 import os
 import re
-import shutil
 import uuid
 
 from absl import logging

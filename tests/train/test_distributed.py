@@ -190,5 +190,5 @@ def test_launcher_stops_every_task_when_one_fails(tmp_path):
        "--timeout=120", "--", f"--data_dir={tmp_path / 'missing'}", f"--log_dir={tmp_path}"],
       cwd=REPO, capture_output=True, text=True, timeout=180)
   assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
-  assert f"[chief] error: " in run.stdout and str(tmp_path / "missing") in run.stdout
+  assert "[chief] error: " in run.stdout and str(tmp_path / "missing") in run.stdout
   assert "[ps:0]" in run.stdout and "[worker:0]" in run.stdout

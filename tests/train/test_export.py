@@ -10,7 +10,6 @@ import tensorflow as tf
 import tf_keras
 
 from model import cnn
-from model import contract
 from train import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
