@@ -20,7 +20,6 @@ trainer and the server as commands, and uses the client as a library.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 from model import contract  # noqa: E402
 from model import mnist  # noqa: E402
 from serving import client  # noqa: E402
+from train import local_cluster  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Checkpoints, logs and exports go here; "
@@ -53,12 +53,6 @@ flags.DEFINE_integer("batch_size", 100, "Global batch size.")
 flags.DEFINE_integer("checkpoint", 500, "Steps between checkpoints and evaluations.")
 flags.DEFINE_integer("predict_batch_size", 100, "Images per gRPC request.")
 flags.DEFINE_float("timeout", 1200.0, "Seconds before the training cluster is ended.")
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def run_training(workdir: str) -> dict:
@@ -114,7 +108,7 @@ def main(argv):
 
   data = mnist.load_mnist()
   images, labels = mnist.to_float(data.test_images), data.test_labels
-  port = free_port()
+  port = local_cluster.pick_free_ports(1)[0]
   command = [sys.executable, "-m", "serving.server", f"--port={port}",
              f"--model_name={contract.DEFAULT_MODEL_NAME}",
              f"--model_base_path={os.path.dirname(export_dir)}"]
