@@ -1,10 +1,9 @@
 """Latency and throughput of the embedded server next to in-process SavedModel calls.
 
-Typical usage, on the main job's export or on an untrained one (timing is the same):
+Typical usage, on the main job's export (`make demo` writes runs/demo/model), or on
+any export base (`python -m train.export --checkpoint_dir=... --model_dir=...`):
 
-  python -c "from model import cnn; from train import export; \
-             export.export_model(cnn.build_cnn(), '/tmp/mnist_model')"
-  python -m serving.benchmark --model_base_path=/tmp/mnist_model
+  python -m serving.benchmark --model_base_path=runs/demo/model
 
 It loads the latest version in process (the TF2 loader's signature call, and the
 TF1 session the server itself runs) and starts two `python -m serving.server`
