@@ -5,6 +5,8 @@ client (serving/client.py) builds its requests from them, so the two cannot drif
 """
 
 import dataclasses
+import os
+import re
 
 import tensorflow as tf
 
@@ -18,12 +20,17 @@ IMAGE = "image"
 SCORES = "scores"
 
 # TensorFlow Serving's own MNIST example (tensorflow_serving/example/mnist_client.py)
-# calls signature `predict_images` with input `images` and reads output `scores`.
+# calls model `mnist`, signature `predict_images` with input `images`, and reads
+# output `scores`.
 TFS_EXAMPLE_SIGNATURE_NAME = "predict_images"
 TFS_EXAMPLE_IMAGES = "images"
-TFS_EXAMPLE_MODEL_NAME = "mnist"
 
 DEFAULT_MODEL_NAME = "mnist"
+
+# TF Serving's warmup records inside a version: TFRecords of PredictionLog.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+_VERSION_RE = re.compile(r"^\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +50,19 @@ OUTPUTS = (
     TensorSpec(SCORES, tf.float32, (None, cnn.NUM_CLASSES)),
 )
 TFS_EXAMPLE_INPUTS = (TensorSpec(TFS_EXAMPLE_IMAGES, tf.float32, (None, cnn.IMAGE_PIXELS)),)
-TFS_EXAMPLE_OUTPUTS = (TensorSpec(SCORES, tf.float32, (None, cnn.NUM_CLASSES)),)
+
+
+def list_versions(base_path: str) -> list[int]:
+  """The versions in TF Serving's layout, <base_path>/<version>/, ascending.
+
+  Only folders with a numeric name count: the exporter's hidden `.staging-*`
+  folders and stray files do not, as in TF Serving's own file-system source.
+  """
+  if not tf.io.gfile.isdir(base_path):
+    return []
+  names = (name.rstrip("/") for name in tf.io.gfile.listdir(base_path))
+  return sorted(int(name) for name in names if _VERSION_RE.match(name)
+                and tf.io.gfile.isdir(os.path.join(base_path, name)))
 
 
 def to_tf_tensor_spec(spec: TensorSpec) -> tf.TensorSpec:

@@ -39,7 +39,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
 from model import contract
-from serving import manager
 from serving.servable import Servable
 
 
@@ -166,7 +165,7 @@ def _run_rounds(cases: list, rounds: int, warmup_calls: int) -> list:
 
 
 def run_benchmark(config: BenchmarkConfig) -> list:
-  versions = manager.list_versions(config.model_base_path)
+  versions = contract.list_versions(config.model_base_path)
   if not versions:
     raise ValueError(f"no numeric version directory under {config.model_base_path}; expected "
                      "an export such as `python -m train.export` writes")

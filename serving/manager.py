@@ -3,7 +3,6 @@
 import contextlib
 import dataclasses
 import os
-import re
 import threading
 import time
 
@@ -13,6 +12,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from model import contract
 from serving import config
 from serving import errors
 from serving import inference
@@ -20,24 +20,10 @@ from serving import tensors
 from serving.servable import Servable
 from serving.tensors import ServingError
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving reads at most this many records from a warmup file.
 MAX_WARMUP_RECORDS = 1000
 
-_VERSION_RE = re.compile(r"^\d+$")
 _State = get_model_status_pb2.ModelVersionStatus.State
-
-
-def list_versions(base_path: str) -> list[int]:
-  """Numeric version directories under `base_path`, ascending; `.staging-*` and the like are not."""
-  if not tf.io.gfile.isdir(base_path):
-    return []
-  versions = []
-  for name in tf.io.gfile.listdir(base_path):
-    name = name.rstrip("/")
-    if _VERSION_RE.match(name) and tf.io.gfile.isdir(os.path.join(base_path, name)):
-      versions.append(int(name))
-  return sorted(versions)
 
 
 def select_versions(on_disk: list[int], policy) -> set[int]:
@@ -56,7 +42,7 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
   Like TF Serving, a warmup request that fails fails the load, and at most
   MAX_WARMUP_RECORDS records are read. The model name in a record is not checked.
   """
-  path = os.path.join(servable.path, WARMUP_FILE)
+  path = os.path.join(servable.path, contract.WARMUP_FILE)
   if not tf.io.gfile.exists(path):
     return 0
   count = 0
@@ -130,7 +116,7 @@ class ModelManager:
 
   def _poll_model(self, model_config) -> None:
     try:
-      on_disk = list_versions(model_config.base_path)
+      on_disk = contract.list_versions(model_config.base_path)
     except tf.errors.OpError as e:
       logging.warning("Cannot list versions of model %s under %s: %s", model_config.name,
                       model_config.base_path, e)

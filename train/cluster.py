@@ -15,7 +15,6 @@ WORKER = "worker"
 PS = "ps"
 EVALUATOR = "evaluator"
 TASK_TYPES = (CHIEF, MASTER, WORKER, PS, EVALUATOR)
-TRAINING_TASK_TYPES = (CHIEF, WORKER, PS)
 
 # Strategies (the --strategy flag).
 AUTO = "auto"
@@ -76,11 +75,6 @@ class ClusterConfig:
     if CHIEF in self.cluster:
       return self.task_type == CHIEF
     return self.task_type == WORKER and self.task_index == 0
-
-  @property
-  def address(self) -> str | None:
-    tasks = self.cluster.get(self.task_type, ())
-    return tasks[self.task_index] if self.task_index < len(tasks) else None
 
   def as_dict(self) -> dict:
     return {"task": {"type": self.task_type, "index": self.task_index,

@@ -9,7 +9,6 @@ out) and TF Serving's MNIST-example signature `predict_images`, plus warmup reco
 """
 
 import os
-import re
 import uuid
 
 from absl import logging
@@ -25,13 +24,11 @@ import tf_keras  # noqa: E402
 from model import cnn  # noqa: E402
 from model import contract  # noqa: E402
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TensorFlow Serving's layout, <base>/<version>/saved_model.pb; or the SavedModel
 # straight in <base>, which Vertex AI's model upload and prebuilt TF prediction
 # containers expect of AIP_MODEL_DIR.
 VERSIONED = "versioned"
 FLAT = "flat"
-_VERSION_RE = re.compile(r"^\d+$")
 
 
 class ServingModule(tf.Module):
@@ -60,16 +57,8 @@ class ServingModule(tf.Module):
                    lambda: tf.zeros([0, cnn.NUM_CLASSES], tf.float32))
 
 
-def list_versions(export_base: str) -> list[int]:
-  """The numeric version directories under `export_base`, ascending."""
-  if not tf.io.gfile.isdir(export_base):
-    return []
-  names = [n.rstrip("/") for n in tf.io.gfile.listdir(export_base)]
-  return sorted(int(n) for n in names if _VERSION_RE.match(n))
-
-
 def next_version(export_base: str) -> int:
-  versions = list_versions(export_base)
+  versions = contract.list_versions(export_base)
   return versions[-1] + 1 if versions else 1
 
 
@@ -78,7 +67,7 @@ def write_warmup_requests(export_dir: str, images: np.ndarray,
   """Writes TF Serving warmup records: PredictionLogs at batch 1 and the full batch."""
   from tensorflow_serving.apis import prediction_log_pb2
 
-  path = os.path.join(export_dir, WARMUP_FILE)
+  path = os.path.join(export_dir, contract.WARMUP_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.TFRecordWriter(path) as writer:
     for n in sorted({1, len(images)}):

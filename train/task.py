@@ -20,6 +20,7 @@ follows checkpoints. Exit codes: 0 done, 2 bad TF_CONFIG or flags, 3 the cluster
 did not come up, 4 a task failed during training.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -198,16 +199,12 @@ def main(argv):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(EXIT_TASK_FAILED)
-  if result is not None:
-    summary = {"step": result.step, "test_accuracy": result.test_accuracy,
-               "test_loss": result.test_loss, "export_dir": result.export_dir,
-               "examples_per_sec": round(result.examples_per_sec, 1),
-               "history": result.history}
+  if result is not None and config.is_chief:
     print(f"test accuracy {result.test_accuracy:.4f} at step {result.step}; "
           f"export {result.export_dir}")
     if FLAGS.result_json:
       with tf.io.gfile.GFile(FLAGS.result_json, "w") as f:
-        json.dump(summary, f)
+        json.dump(dataclasses.asdict(result), f)
   return 0
 
 

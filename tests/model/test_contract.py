@@ -34,3 +34,10 @@ def test_contract_specs_match_the_seed():
       ("key", tf.int64, (None,)), ("image", tf.float32, (None, 784))]
   assert [(s.name, s.dtype, s.shape) for s in contract.OUTPUTS] == [
       ("key", tf.int64, (None,)), ("scores", tf.float32, (None, 10))]
+
+
+def test_list_versions_skips_staging_and_files(tmp_path):
+  for name in ("1", "12", ".staging-13-abc", "tmp"):
+    (tmp_path / name).mkdir()
+  (tmp_path / "2").write_text("a file, not a version")
+  assert contract.list_versions(str(tmp_path)) == [1, 12]

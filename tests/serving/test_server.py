@@ -29,6 +29,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import file_system_storage_path_source_pb2
 
+from model import contract
 from serving import batching
 from serving import config
 from serving import manager
@@ -284,7 +285,7 @@ def test_rest_predict_metadata_and_status(model_server, sample_images):
 
 def test_warmup_records_run_at_load(model_server, export_dir):
   records = list(tf.data.TFRecordDataset(
-      os.path.join(export_dir, manager.WARMUP_FILE)).as_numpy_iterator())
+      os.path.join(export_dir, contract.WARMUP_FILE)).as_numpy_iterator())
   assert len(records) == 2  # train.export writes batch 1 and batch 8.
   with model_server.manager.servable("mnist") as servable:
     assert servable.warmup_requests_run == len(records)
@@ -294,7 +295,7 @@ def test_failing_warmup_record_fails_the_load(export_dir, tmp_path, sample_image
   version_dir = copy_version(export_dir, str(tmp_path), 1)
   bad = raw_request([1], sample_images[:1])
   bad.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 3), np.float32)))
-  with tf.io.TFRecordWriter(os.path.join(version_dir, manager.WARMUP_FILE)) as writer:
+  with tf.io.TFRecordWriter(os.path.join(version_dir, contract.WARMUP_FILE)) as writer:
     writer.write(prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=bad)).SerializeToString())
   model_manager = manager.ModelManager((config.make_model_config("m", str(tmp_path)),))
@@ -378,13 +379,6 @@ def test_select_versions_follows_the_policy():
   assert manager.select_versions(on_disk, _policy("latest { num_versions: 2 }")) == {4, 10}
   assert manager.select_versions(on_disk, _policy("all {}")) == {1, 3, 4, 10}
   assert manager.select_versions(on_disk, _policy("specific { versions: 3 versions: 7 }")) == {3}
-
-
-def test_list_versions_skips_staging_and_files(tmp_path):
-  for name in ("1", "12", ".staging-13-abc", "tmp"):
-    (tmp_path / name).mkdir()
-  (tmp_path / "2").write_text("a file, not a version")
-  assert manager.list_versions(str(tmp_path)) == [1, 12]
 
 
 def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path, sample_images):

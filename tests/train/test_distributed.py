@@ -62,6 +62,12 @@ def wait_for_checkpoint(log_dir, cluster, timeout_s=CLUSTER_TIMEOUT_S):
   raise AssertionError(f"no checkpoint in {log_dir} after {timeout_s}s")
 
 
+def assert_trained_and_exported_once(workdir, max_steps):
+  assert checkpoint_step(workdir / "logs") == max_steps
+  assert os.listdir(workdir / "model") == ["1"]
+  assert_valid_export(str(workdir / "model" / "1"))
+
+
 def assert_valid_export(export_dir):
   out = export.run_session_loader(export_dir, np.array([7, 3]), np.zeros((2, 784), np.float32))
   assert out["key"].tolist() == [7, 3]
@@ -87,9 +93,7 @@ def test_legacy_master_cluster_trains_to_completion(tmp_path):
   with start(cluster, task_args(tmp_path, 60), tmp_path) as local:
     code = local.wait(CLUSTER_TIMEOUT_S)
   assert code == 0, log_tail(tmp_path)
-  assert checkpoint_step(tmp_path / "logs") == 60
-  assert os.listdir(tmp_path / "model") == ["1"]
-  assert_valid_export(str(tmp_path / "model" / "1"))
+  assert_trained_and_exported_once(tmp_path, 60)
   assert "role coordinator" in log_tail(tmp_path, 10**7)
   assert all(t.process.poll() is not None for t in local.tasks)
 
@@ -99,9 +103,10 @@ def test_multi_worker_mirrored_only_the_chief_writes(tmp_path):
   with start(cluster, task_args(tmp_path, 40), tmp_path) as local:
     code = local.wait(CLUSTER_TIMEOUT_S)
   assert code == 0, log_tail(tmp_path)
-  assert checkpoint_step(tmp_path / "logs") == 40
-  assert os.listdir(tmp_path / "model") == ["1"]
-  assert_valid_export(str(tmp_path / "model" / "1"))
+  assert_trained_and_exported_once(tmp_path, 40)
+  assert json.load(open(tmp_path / "result.json"))["test_accuracy"] > 0  # The chief's, only.
+  assert "test accuracy" not in "".join(  # ... and prints the result line.
+      line for line in log_tail(tmp_path, 10**7).splitlines() if line.startswith("[worker:1]"))
   assert os.listdir(tmp_path / "tmp") == []  # worker 1's scratch checkpoints removed.
   # Resumes after a restart of the whole job.
   cluster = local_cluster.make_cluster(num_ps=0, num_workers=2)

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_keras
 
 from model import cnn
+from model import contract
 from train import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +34,7 @@ def _images(n, seed=0):
 def test_layout_is_a_numbered_version_with_warmup(export_dir):
   base = os.path.dirname(export_dir)
   assert sorted(os.listdir(base)) == ["1"]  # No staging folder left behind.
-  for name in ("saved_model.pb", "variables", export.WARMUP_FILE):
+  for name in ("saved_model.pb", "variables", contract.WARMUP_FILE):
     assert os.path.exists(os.path.join(export_dir, name)), name
 
 
@@ -82,7 +83,7 @@ def test_tf2_loader_serves_both_signatures(export_dir, trained):
 def test_warmup_records_are_prediction_logs(export_dir):
   from tensorflow_serving.apis import prediction_log_pb2
   sizes = []
-  for record in tf.data.TFRecordDataset(os.path.join(export_dir, export.WARMUP_FILE)):
+  for record in tf.data.TFRecordDataset(os.path.join(export_dir, contract.WARMUP_FILE)):
     log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
     request = log.predict_log.request
     assert request.model_spec.signature_name == "serving_default"
@@ -95,7 +96,7 @@ def test_versions_increase_and_existing_ones_are_kept(trained, tmp_path):
   os.makedirs(tmp_path / "not-a-version")
   second = export.export_model(trained, str(tmp_path))
   assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
-  assert export.list_versions(str(tmp_path)) == [1, 2]
+  assert contract.list_versions(str(tmp_path)) == [1, 2]
   with pytest.raises(FileExistsError, match="already exists"):
     export.export_model(trained, str(tmp_path), version=2)
 
