@@ -209,6 +209,10 @@ def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = 
   strategy = strategy or tf.distribute.get_strategy()
   if config.seed is not None:
     tf_keras.utils.set_random_seed(config.seed)
+    if coordinator is not None:
+      logging.warning("--seed under parameter servers: the per-worker datasets are "
+                      "traced once with this seed, so every worker shuffles the "
+                      "training set in the same order")
   data = data or mnist.load_mnist(config.data_dir)
   scratch = None if is_chief else tempfile.mkdtemp(prefix="mnist-worker-ckpt-")
   try:
