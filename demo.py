@@ -28,7 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from model import runtime
+from common import runtime
 
 tf = runtime.import_tensorflow()
 
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
 from model import contract  # noqa: E402
-from model import mnist  # noqa: E402
+from common import mnist  # noqa: E402
 from serving import client  # noqa: E402
 from train import local_cluster  # noqa: E402
 

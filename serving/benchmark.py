@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 import numpy as np
 
-from model import runtime
+from common import runtime
 
 # Quiet TensorFlow's start-up before anything else imports it (a no-op once loaded).
 tf = runtime.import_tensorflow()
@@ -39,7 +39,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
 from model import contract
-from serving.servable import Servable
+from serving.server.servable import Servable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from absl import logging
 import grpc
 import numpy as np
 
-from model import runtime
+from common import runtime
 
 # Quiet TensorFlow's start-up before anything else imports it (a no-op once loaded).
 tf = runtime.import_tensorflow()
@@ -35,7 +35,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
 from model import contract
-from serving import tensors
+from serving.server import tensors
 
 # Only these mean "the call may succeed if tried again": the server was not
 # reachable or did not answer in time. Everything else (a bad request, an
@@ -276,7 +276,7 @@ def _as_float_images(images: np.ndarray, source: str) -> np.ndarray:
                      f"[N, {cnn.IMAGE_PIXELS}] or [N, {cnn.IMAGE_SIZE}, {cnn.IMAGE_SIZE}]")
   images = images.reshape(-1, cnn.IMAGE_PIXELS)
   if images.dtype == np.uint8:
-    from model import mnist
+    from common import mnist
     return mnist.to_float(images)
   return images.astype(np.float32)
 
@@ -297,11 +297,11 @@ def load_images(*, num_tests: int, data_dir: str | None = None, png_paths=(),
                 npz: str | None = None) -> tuple:
   """(images float32 [N, 784], labels int64 [N] or None) from the chosen source.
 
-  The default is the first num_tests MNIST test images (model.mnist's vendored set,
+  The default is the first num_tests MNIST test images (common.mnist's vendored set,
   or data_dir); PNG files come without labels.
   """
-  # model.mnist is imported here, not at the top: only this CLI path reads MNIST.
-  from model import mnist
+  # common.mnist is imported here, not at the top: only this CLI path reads MNIST.
+  from common import mnist
   sources = [bool(png_paths), bool(idx_images), bool(npz)]
   if sum(sources) > 1:
     raise ValueError("more than one input given among PNG files, IDX images and npz; "

@@ -82,7 +82,7 @@ def make_eval_dataset(images: np.ndarray, labels: np.ndarray,
 
 def _scale_images(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   # Mapped on whole batches: one vectorized op per batch, not one per example.
-  # float32 division by 255, bit-identical to model.mnist.to_float.
+  # float32 division by 255, bit-identical to common.mnist.to_float.
   return tf.cast(images, tf.float32) / 255.0, labels
 
 
@@ -96,7 +96,7 @@ def _check_arrays(images, labels) -> tuple[np.ndarray, np.ndarray]:
   images, labels = np.asarray(images), np.asarray(labels)
   if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != cnn.IMAGE_PIXELS:
     raise ValueError(f"images are {images.dtype} {list(images.shape)}: expected uint8 "
-                     f"[N, {cnn.IMAGE_PIXELS}] (model.mnist keeps them uint8; the pipeline "
+                     f"[N, {cnn.IMAGE_PIXELS}] (common.mnist keeps them uint8; the pipeline "
                      "scales them to [0, 1])")
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f"labels are {labels.dtype} {list(labels.shape)}: expected integers [N]")

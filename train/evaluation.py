@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras
 
 from model import cnn
-from model import mnist
+from common import mnist
 from train import data as data_lib
 from train import export
 
@@ -26,7 +26,7 @@ class Evaluator:
   """Evaluates a plain (unreplicated) copy of the model on the whole test set."""
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
-    """`images` uint8 [N, 784] as model.mnist loads them; `labels` int64 [N]."""
+    """`images` uint8 [N, 784] as common.mnist loads them; `labels` int64 [N]."""
     self.model = cnn.build_cnn()
     self.num_examples = len(labels)
     self._dataset = data_lib.make_eval_dataset(images, labels, batch_size)

@@ -14,7 +14,7 @@ import uuid
 from absl import logging
 import numpy as np
 
-from model import runtime
+from common import runtime
 
 # Quiet TensorFlow's start-up when this module is the program (a no-op once loaded).
 tf = runtime.import_tensorflow()

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from model import cnn
-from model import mnist
+from common import mnist
 from train import data as data_lib
 from train import evaluation
 from train import export

@@ -167,14 +167,14 @@ def main(argv):
   if FLAGS.dry_run:
     print(json.dumps(cluster.describe(config, strategy_kind), sort_keys=True))
     return 0
-  from model import runtime
+  from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
   try:
     train_config = make_train_config()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
-  from model import mnist
+  from common import mnist
   from train import strategies
   try:
     result = run_task(config, strategy_kind, train_config,

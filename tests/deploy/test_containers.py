@@ -263,7 +263,7 @@ def test_dockerfile_passes_hadolint(dockerfile):
 
 def test_project_server_accepts_the_serving_files():
   """serving.server stands in for tensorflow_model_server with the same files."""
-  from serving import config
+  from serving.server import config
 
   flags = serving_entrypoint_flags()
   (model_config,) = config.parse_model_config_file(

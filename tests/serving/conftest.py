@@ -12,8 +12,8 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import cnn
-from serving import config
-from serving import server
+from serving.server import config
+from serving.server import model_server as model_server_lib
 from train import export
 
 
@@ -51,7 +51,7 @@ def model_server(export_dir):
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, rest_api_port=pick_free_port(), file_system_poll_wait_seconds=0)
-  s = server.ModelServer(options).start()
+  s = model_server_lib.ModelServer(options).start()
   try:
     yield s
   finally:

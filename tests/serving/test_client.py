@@ -13,11 +13,11 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from model import contract
-from model import mnist
+from common import mnist
 from serving import client
-from serving import config
-from serving import server
-from serving import tensors
+from serving.server import config
+from serving.server import model_server as model_server_lib
+from serving.server import tensors
 
 
 class FakeRpcError(grpc.RpcError):
@@ -124,7 +124,7 @@ def test_metadata_and_status(stub, model_stub):
 def _tls_server(export_dir, certificates, client_verify):
   ssl = config.SslOptions(certificates["server_key"], certificates["server_cert"],
                           certificates["client_cert"] if client_verify else "", client_verify)
-  return server.ModelServer(config.ServerOptions(
+  return model_server_lib.ModelServer(config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, ssl=ssl))
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from model import mnist  # noqa: E402
+from common import mnist  # noqa: E402
 from train import cluster as cluster_lib  # noqa: E402
 from train import export  # noqa: E402
 from train import local_cluster  # noqa: E402

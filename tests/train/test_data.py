@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import mnist
+from common import mnist
 from train import data
 
 
@@ -26,7 +26,7 @@ def test_batches_are_static_float32_in_range_and_match_their_labels():
                                   tf.TensorSpec((16,), tf.int64))
   for batch_images, batch_labels in dataset.take(5):  # Past one epoch: it repeats.
     assert 0.0 <= batch_images.numpy().min() and batch_images.numpy().max() <= 1.0
-    # Bit-identical to model.mnist.to_float, the serving-side conversion.
+    # Bit-identical to common.mnist.to_float, the serving-side conversion.
     np.testing.assert_array_equal(batch_images.numpy(),
                                   mnist.to_float(images[batch_labels.numpy()]))
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from model import mnist
+from common import mnist
 from train import loop
 from train.config import TrainConfig
 

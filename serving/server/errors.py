@@ -3,7 +3,7 @@
 import grpc
 import tensorflow as tf
 
-from serving.tensors import ServingError
+from serving.server.tensors import ServingError
 
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 

@@ -30,13 +30,14 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import file_system_storage_path_source_pb2
 
 from model import contract
-from serving import batching
-from serving import config
-from serving import manager
-from serving import server
+from serving.server import batching
+from serving.server import config
+from serving.server import manager
+from serving.server import main as server_main
+from serving.server import model_server as model_server_lib
 from tests.serving.conftest import copy_version
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -323,7 +324,7 @@ def test_start_on_a_busy_port_fails_clearly(export_dir):
     options = config.ServerOptions(
         model_config_list=(config.make_model_config("m", os.path.dirname(export_dir)),),
         port=busy.getsockname()[1], file_system_poll_wait_seconds=0, enable_model_warmup=False)
-    model_server = server.ModelServer(options)
+    model_server = model_server_lib.ModelServer(options)
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{options.port}"):
       model_server.start()
   assert not model_server.manager.has_available_version()  # Unloaded again.
@@ -338,7 +339,7 @@ def test_new_version_is_served_within_the_poll_interval_and_old_unloaded(
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", base),), port=0,
       file_system_poll_wait_seconds=poll_s)
-  with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     model_stub = model_service_pb2_grpc.ModelServiceStub(ch)
     assert stub.Predict(raw_request([1], sample_images[:1]), timeout=10) \
@@ -397,7 +398,7 @@ def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path,
       }}""")
   options = config.ServerOptions(model_config_list=config.parse_model_config_file(
       str(config_file)), port=0, file_system_poll_wait_seconds=0)
-  with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     request = raw_request([1], sample_images[:1], model="digits")
     assert stub.Predict(request, timeout=10).model_spec.version.value == 2
@@ -502,7 +503,7 @@ def test_enable_batching_merges_concurrent_requests(export_dir, sample_images, s
                                       num_batch_threads=1))
   expected = tf.make_ndarray(stub.Predict(raw_request(np.arange(8), sample_images),
                                           timeout=10).outputs["scores"])
-  with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     batched_stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     barrier, answers = threading.Barrier(8), {}
 
@@ -529,7 +530,7 @@ def test_tensor_content_responses_when_enabled(export_dir, sample_images):
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
       port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, tensor_content=True)
-  with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     response = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(
         raw_request([3, 4], sample_images[:2]), timeout=10)
   assert len(response.outputs["scores"].tensor_content) == 2 * 10 * 4
@@ -541,12 +542,12 @@ def test_tensor_content_responses_when_enabled(export_dir, sample_images):
 
 
 def test_real_server_command_keeps_tf_serving_flags():
-  command = server.real_server_command("/bin/tfs", {
+  command = server_main.real_server_command("/bin/tfs", {
       "port": 9000, "rest_api_port": 0, "model_name": "mnist", "model_base_path": "/m",
       "enable_batching": True, "file_system_poll_wait_seconds": 1})
   assert command == ["/bin/tfs", "--port=9000", "--rest_api_port=0", "--model_name=mnist",
                      "--model_base_path=/m", "--file_system_poll_wait_seconds=1",
                      "--enable_batching=true"]
-  with_config = server.real_server_command("/bin/tfs", {
+  with_config = server_main.real_server_command("/bin/tfs", {
       "port": 1, "model_name": "mnist", "model_config_file": "/c"})
   assert with_config == ["/bin/tfs", "--port=1", "--model_config_file=/c"]

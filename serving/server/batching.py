@@ -7,9 +7,9 @@ import time
 import grpc
 import numpy as np
 
-from serving import config
-from serving import errors
-from serving.tensors import ServingError
+from serving.server import config
+from serving.server import errors
+from serving.server.tensors import ServingError
 
 
 class _Task:

@@ -13,12 +13,12 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from model import contract
-from serving import config
-from serving import errors
-from serving import inference
-from serving import tensors
-from serving.servable import Servable
-from serving.tensors import ServingError
+from serving.server import config
+from serving.server import errors
+from serving.server import inference
+from serving.server import tensors
+from serving.server.servable import Servable
+from serving.server.tensors import ServingError
 
 # TF Serving reads at most this many records from a warmup file.
 MAX_WARMUP_RECORDS = 1000

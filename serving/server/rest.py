@@ -25,7 +25,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
-from serving.tensors import ServingError
+from serving.server.tensors import ServingError
 
 _PATH_RE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                       r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"

@@ -9,8 +9,8 @@ from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
-from serving import config
-from serving import server
+from serving.server import config
+from serving.server import model_server as model_server_lib
 
 
 def _save_example_model(path: str) -> None:
@@ -41,7 +41,7 @@ def example_stub(tmp_path_factory):
   _save_example_model(str(base / "1"))
   options = config.ServerOptions(model_config_list=(config.make_model_config("ex", str(base)),),
                                  port=0, file_system_poll_wait_seconds=0)
-  with server.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     yield prediction_service_pb2_grpc.PredictionServiceStub(ch)
 
 

@@ -6,8 +6,8 @@ from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from serving.servable import Servable
-from serving.tensors import ServingError
+from serving.server.servable import Servable
+from serving.server.tensors import ServingError
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"

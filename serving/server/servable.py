@@ -8,11 +8,11 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
 from model import contract
-from serving import config
-from serving import tensors
+from serving.server import config
+from serving.server import tensors
 # Imported by name: Servable's `batching` argument is the module's name too.
-from serving.batching import BatchScheduler
-from serving.tensors import ServingError
+from serving.server.batching import BatchScheduler
+from serving.server.tensors import ServingError
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 

@@ -1,4 +1,4 @@
-"""Tests for model/mnist.py: the vendored set, IDX and npz parsing, content checks."""
+"""Tests for common/mnist.py: the vendored set, IDX and npz parsing, content checks."""
 
 import gzip
 import hashlib
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import mnist
+from common import mnist
 
 # The first ten training labels and the per-class counts of the real training set.
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving import tensors
+from serving.server import tensors
 
 
 @pytest.mark.parametrize("array", [
