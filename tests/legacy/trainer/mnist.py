@@ -1,4 +1,7 @@
-import tensorflow as tf
+"""The seed's trainer/mnist.py, run through tf.compat.v1 on TensorFlow 2."""
+
+# Deviation: TensorFlow 2 keeps the r0.12 API under tf.compat.v1.
+import tensorflow.compat.v1 as tf
 import json
 
 def get_model(x, keep_prob, training=True):
