@@ -13,8 +13,9 @@ Typical usage:
   python -m tests.legacy.run --work_dir=/tmp/legacy2 --one_process \
       --max_steps=210 --checkpoint=1000 --rate_window=100,200
 
-Every task is `python -m tests.legacy.trainer.task` with its own TF_CONFIG (none in
-one-process mode) on 127.0.0.1 free ports, its output in <work_dir>/<task>.log.
+Run it from the repository root. Every task runs tests.legacy.trainer.task as its
+main module with its own TF_CONFIG (none in one-process mode) on 127.0.0.1 free
+ports, its output in <work_dir>/<task>.log.
 Workers check every --recovery_wait_secs (1 here, 30 in the seed's Supervisor)
 whether the master has initialised the model, so that they train beside it almost
 from its first step. The run is over when the master exits: as in the seed, the ps
