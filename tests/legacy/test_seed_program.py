@@ -106,18 +106,33 @@ def test_export_meta_imports_and_predicts_through_its_collections(legacy_artifac
   np.testing.assert_allclose(scores.sum(axis=1), np.ones(10), atol=1e-5)
 
 
+def write_small_mnist(path, num_train=5100, num_test=200):
+  """A slice of the vendored MNIST as an npz: the seed's validation split (5,000)
+  and a short evaluation (num_test // batch size batches) still fit."""
+  data = mnist.load_mnist()
+  np.savez(path, x_train=data.train_images[:num_train].reshape(-1, 28, 28),
+           y_train=data.train_labels[:num_train],
+           x_test=data.test_images[:num_test].reshape(-1, 28, 28),
+           y_test=data.test_labels[:num_test])
+  return str(path)
+
+
 @pytest.mark.slow
 def test_one_process_cli_writes_monotonic_step_times(tmp_path):
   max_steps = 12
-  command = [sys.executable, "-m", "tests.legacy.run", f"--work_dir={tmp_path}",
+  data = write_small_mnist(tmp_path / "small.npz")
+  work_dir = tmp_path / "run"
+  command = [sys.executable, "-m", "tests.legacy.run", f"--work_dir={work_dir}",
              "--one_process", f"--max_steps={max_steps}", "--checkpoint=1000",
-             "--timeout=240"]
+             f"--data={data}", "--rate_window=2,10", "--timeout=240"]
   done = subprocess.run(command, cwd=legacy_run.REPO_ROOT, capture_output=True, text=True,
                         timeout=270)
   assert done.returncode == 0, done.stderr[-3000:]
   printed = json.loads(done.stdout)
-  assert sorted(os.listdir(tmp_path)) == ["logs", "model", "one_process.log", "result.json"]
-  assert "Start job: no TF_CONFIG, one process" in (tmp_path / "one_process.log").read_text()
+  assert sorted(os.listdir(work_dir)) == ["logs", "model", "one_process.log", "result.json"]
+  log = (work_dir / "one_process.log").read_text()
+  assert "Start job: no TF_CONFIG, one process" in log and "Loaded MNIST from " + data in log
+  assert printed["examples_per_second"] > 0
   with open(printed["result_json"]) as f:
     result = json.load(f)
   steps = result["global_step"]
