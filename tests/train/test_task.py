@@ -1,4 +1,5 @@
-"""Tests for train/task.py as a command: --dry_run, exit codes and messages."""
+"""Tests for train/task.py: which task a lost RPC names, and the command's --dry_run,
+exit codes and messages."""
 
 import json
 import os
@@ -6,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
+from train import cluster
+from train import task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"], "ps": ["p0:2222"]}
@@ -18,6 +22,18 @@ def run_task(*args, tf_config=None, timeout=120, **env):
   environ.update(env)
   return subprocess.run([sys.executable, "-m", "train.task", *args], cwd=REPO, env=environ,
                         capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("message,named", [
+    ("Socket closed; peer ipv4:p0:2222 went away", "ps:0 (p0:2222)"),
+    ("from /job:worker/replica:0/task:1: connection refused", "worker:1"),
+    ("w0:2222 and w1:2222 unreachable", "worker:0 (w0:2222) and worker:1 (w1:2222)"),
+    ("Deadline Exceeded", "a task of the cluster"),
+])
+def test_name_lost_task_from_the_rpc_error(message, named):
+  config = cluster.parse_tf_config(json.dumps({"cluster": CLUSTER,
+                                               "task": {"type": "chief", "index": 0}}))
+  assert task.name_lost_task(message, config) == named
 
 
 @pytest.mark.parametrize("tf_config,role,task_type,strategy", [
