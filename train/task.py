@@ -18,6 +18,9 @@ Roles: ps and worker tasks of a parameter-server cluster serve until ended; the
 chief coordinates; MultiWorkerMirrored workers train in lockstep; an evaluator
 follows checkpoints. Exit codes: 0 done, 2 bad TF_CONFIG or flags, 3 the cluster
 did not come up, 4 a task failed during training.
+
+Every flag is a field of TrainConfig or TaskOptions (train/config.py), which holds
+its default and help; `--help` lists them.
 """
 
 import json
