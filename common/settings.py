@@ -13,6 +13,7 @@ settings, and its default, once:
 """
 
 import dataclasses
+import sys
 import typing
 from typing import Iterable, Mapping
 
@@ -78,9 +79,12 @@ def define_flags(config_class, flag_values: flags.FlagValues, *,
     kwargs = dict(name=flag_name(field), default=default, help=field.metadata["help"],
                   flag_values=flag_values)
     if field.metadata["choices"]:
-      flags.DEFINE_enum(enum_values=list(field.metadata["choices"]), **kwargs)
+      flag = flags.DEFINE_enum(enum_values=list(field.metadata["choices"]), **kwargs)
     else:
-      _DEFINERS[value_type(field)](**kwargs)
+      flag = _DEFINERS[value_type(field)](**kwargs)
+    # absl's --help lists the program's own flags: those of the module that defined
+    # them, which is this one. The program calls define_flags, so they are its own.
+    flag_values.register_key_flag_for_module(sys.argv[0], flag_values[flag.name])
   if defaults:
     raise ValueError(f"defaults for {sorted(defaults)}, which are not flags defined here")
 

@@ -1,6 +1,7 @@
 """Tests for common/settings.py: flags generated from a dataclass, read back, written out."""
 
 import dataclasses
+import sys
 
 from absl import flags
 import pytest
@@ -39,6 +40,12 @@ def test_flags_have_the_fields_types_defaults_and_help():
     parsed("--steps=seven")
   with pytest.raises(flags.IllegalFlagValueError):
     parsed("--mode=medium")
+
+
+def test_the_flags_are_the_programs_own_for_help():
+  flag_values = parsed()
+  listed = {f.name for f in flag_values.get_key_flags_for_module(sys.argv[0])}
+  assert listed == set(flag_values)
 
 
 def test_values_read_back_with_the_environment_under_the_flag():

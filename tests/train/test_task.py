@@ -3,6 +3,7 @@ exit codes and messages."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -80,6 +81,14 @@ def test_forced_strategy_that_does_not_fit_exits_2():
   run = run_task("--dry_run", "--strategy=multi_worker_mirrored",
                  tf_config={"cluster": CLUSTER, "task": {"type": "chief", "index": 0}})
   assert run.returncode == 2 and "cannot use the 'ps' tasks" in run.stderr
+
+
+def test_help_lists_the_seed_flags_with_their_defaults():
+  run = run_task("--help", timeout=60)  # absl's --help exits with 1.
+  text = " ".join(run.stdout.split())
+  for flag, default in (("batch_size", "100"), ("max_steps", "10000"), ("checkpoint", "100"),
+                        ("log_dir", "/tmp/logs"), ("model_dir", "/tmp/model")):
+    assert re.search(rf"--{flag}: [^-]*?\(default: '{re.escape(default)}'\)", text), flag
 
 
 def test_bad_flag_value_exits_2():
