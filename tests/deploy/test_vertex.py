@@ -345,3 +345,21 @@ def test_submit_command_creates_and_follows_the_job(capsys, monkeypatch):
   assert parent == "projects/my-project/locations/europe-west4"
   assert sent_spec(client) == rest_json(rendered("pss.yaml"))
   assert capsys.readouterr().out.strip() == parent + "/customJobs/123"
+
+
+# Vertex AI starts each replica's code as soon as its machine is ready, so the
+# first ones wait minutes for the machines and image pulls of the others.
+MIN_CLUSTER_TIMEOUT_S = 600
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_replica_waits_long_enough_for_its_peers(name):
+  for index, pool in enumerate(rendered(name)["workerPoolSpecs"]):
+    args = pool["containerSpec"]["args"]
+    timeouts = [float(a.split("=", 1)[1]) for a in args
+                if a.startswith("--cluster_timeout=")]
+    assert timeouts and timeouts[-1] >= MIN_CLUSTER_TIMEOUT_S, (
+        f"workerPoolSpecs[{index}]: --cluster_timeout {timeouts or 'not given'}")
+    evals = [float(a.split("=", 1)[1]) for a in args if a.startswith("--eval_timeout=")]
+    # The evaluator must outwait a chief that restarts and waits for its peers.
+    assert evals and evals[-1] >= 2 * timeouts[-1], f"workerPoolSpecs[{index}]"
