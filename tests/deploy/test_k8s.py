@@ -1,13 +1,16 @@
-"""Kubernetes manifests (deploy/k8s/): schemas, and the TF_CONFIG every pod gets."""
+"""Kubernetes manifests (deploy/k8s/): schemas, the TF_CONFIG every pod gets, and the
+storage, restart and lifetime policies that only a real cluster would otherwise test."""
 
 import importlib.resources
 import json
+import re
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import referencing
 import referencing.jsonschema
+import yaml
 
 from tests.deploy import platforms
 from train import cluster
@@ -356,9 +359,6 @@ def test_multi_node_claim_is_a_read_write_many_variant_named_in_build_md():
 
 def build_md_pod_affinity() -> dict:
   """The pod affinity BUILD.md gives for a ReadWriteOnce claim on several nodes."""
-  import re
-  import yaml
-
   text = (platforms.REPO / "BUILD.md").read_text()
   blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", text,
                                                    re.M | re.S) if "podAffinity" in b]
