@@ -178,13 +178,16 @@ def parse_tf_config(text: str | None) -> ClusterConfig:
 
 
 def resolve_strategy(config: ClusterConfig, requested: str = AUTO) -> str:
-  """Picks the strategy: no cluster, one device; `ps` in it, parameter server;
-  workers only, multi-worker mirrored. A forced choice must fit the cluster."""
+  """Picks the strategy: no cluster or a cluster of one task, one device; `ps` in
+  it, parameter server; workers only, multi-worker mirrored. A forced choice must
+  fit the cluster."""
   if requested not in STRATEGIES:
     raise TFConfigError(f"strategy {requested!r} is not one of {', '.join(STRATEGIES)}")
   training = config.cluster
   if requested == AUTO:
-    if config.is_local:
+    # A one-replica job (Vertex AI writes {"chief": [...]} for it) has no peer to
+    # synchronize with: a collective strategy would only start a server for nobody.
+    if sum(len(v) for v in training.values()) <= 1:
       return ONE_DEVICE
     return PARAMETER_SERVER if PS in training else MULTI_WORKER_MIRRORED
   if requested == PARAMETER_SERVER and PS not in training:
