@@ -48,19 +48,10 @@ class ClusterConfig:
   written_task_type: str = ""   # As TF_CONFIG spelled it ("master" stays visible here).
   num_evaluators: int = 0
   trial: str | None = None
-  environment: str | None = None
 
   @property
   def is_local(self) -> bool:
     return not self.cluster
-
-  @property
-  def num_workers(self) -> int:
-    return len(self.cluster.get(WORKER, ()))
-
-  @property
-  def num_ps(self) -> int:
-    return len(self.cluster.get(PS, ()))
 
   @property
   def is_chief(self) -> bool:
@@ -183,8 +174,7 @@ def parse_tf_config(text: str | None) -> ClusterConfig:
   return ClusterConfig(
       task_type=task_type, task_index=task_index, cluster=cluster,
       written_task_type=written_type, num_evaluators=num_evaluators,
-      trial=None if trial is None else str(trial),
-      environment=raw.get("environment"))
+      trial=None if trial is None else str(trial))
 
 
 def resolve_strategy(config: ClusterConfig, requested: str = AUTO) -> str:

@@ -169,22 +169,27 @@ def test_training_image_copies_only_what_exists():
     (cluster.EVALUATOR, 0, cluster.SIDECAR_EVALUATOR),
 ])
 def test_training_image_command_parses_for_every_role(task_type, index, role):
-  """The image's ENTRYPOINT + CMD, run as `--dry_run`, with each task's TF_CONFIG."""
+  """The image's ENTRYPOINT, run as `--dry_run`, with each task's TF_CONFIG."""
   instructions = parse_dockerfile(TRAIN_DOCKERFILE)
-  entrypoint, cmd = exec_form(instructions, "ENTRYPOINT"), exec_form(instructions, "CMD")
+  entrypoint = exec_form(instructions, "ENTRYPOINT")
   assert entrypoint[:3] == ["python", "-m", "train.task"]
   tf_config = json.dumps({
       "cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"], "ps": ["p:2222"]},
       "task": {"type": task_type, "index": index}})
-  described = platforms.dry_run(entrypoint[3:] + cmd, tf_config)
+  described = platforms.dry_run(entrypoint[3:], tf_config)
   assert described["role"] == role
   assert described["strategy"] == cluster.PARAMETER_SERVER
   assert described["task"]["type"] == task_type
 
 
+def test_training_image_passes_no_defaults_of_its_own():
+  """train.task's defaults live in train/config.py only: the image adds no CMD."""
+  assert not [rest for kw, rest in parse_dockerfile(TRAIN_DOCKERFILE) if kw == "CMD"]
+
+
 def test_training_image_command_without_tf_config_trains_alone():
   instructions = parse_dockerfile(TRAIN_DOCKERFILE)
-  described = platforms.dry_run(exec_form(instructions, "CMD"), None)
+  described = platforms.dry_run(exec_form(instructions, "ENTRYPOINT")[3:], None)
   assert (described["role"], described["strategy"]) == (cluster.STANDALONE,
                                                         cluster.ONE_DEVICE)
 

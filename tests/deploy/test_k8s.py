@@ -135,7 +135,7 @@ def test_every_tfjob_replica_resolves_to_its_role(name, evaluator_in_cluster):
       assert cluster.resolve_role(config, strategy) == expected_role(strategy, rtype)
       # The evaluator never joins the training cluster, however it is written.
       assert cluster.EVALUATOR not in config.cluster
-      assert config.num_workers == specs["Worker"].get("replicas", 1)
+      assert len(config.cluster[cluster.WORKER]) == specs["Worker"].get("replicas", 1)
       has_chief = "Chief" in specs
       assert config.is_chief == (rtype == "Chief" or
                                  (not has_chief and rtype == "Worker" and index == 0))

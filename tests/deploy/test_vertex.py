@@ -164,8 +164,8 @@ def test_pss_cluster_sizes_match_the_pools():
   spec = rendered("pss.yaml")
   config = cluster.parse_tf_config(platforms.vertex_tf_config(spec, 0, 0))
   pools = spec["workerPoolSpecs"]
-  assert config.num_workers == pools[1]["replicaCount"]
-  assert config.num_ps == pools[2]["replicaCount"]
+  assert len(config.cluster[cluster.WORKER]) == pools[1]["replicaCount"]
+  assert len(config.cluster[cluster.PS]) == pools[2]["replicaCount"]
   assert config.num_evaluators == 0  # Vertex AI keeps the evaluator out of `cluster`.
 
 
@@ -179,7 +179,6 @@ def test_legacy_ai_platform_tf_config_resolves():
     assert strategy == cluster.PARAMETER_SERVER
     assert cluster.resolve_role(config, strategy) == role
     assert config.is_chief == (task_type == "master")
-    assert config.environment == "cloud"
   # Without ps the same form is a MultiWorkerMirrored cluster, master included.
   config = cluster.parse_tf_config(platforms.ai_platform_tf_config(2, 0, "master", 0))
   assert cluster.resolve_strategy(config, cluster.AUTO) == cluster.MULTI_WORKER_MIRRORED

@@ -42,7 +42,7 @@ def test_legacy_master_is_mapped_to_chief():
 
 def test_vertex_fields_are_accepted():
   config = parse(VERTEX)
-  assert config.trial == "3" and config.environment == "cloud"
+  assert config.trial == "3"
   assert c.resolve_role(config, c.resolve_strategy(config)) == c.COORDINATOR
 
 
