@@ -37,6 +37,7 @@ import time
 from absl import app
 from absl import flags
 
+from common import processes
 from tests.legacy import input_data
 from tests.legacy import timing
 from train import local_cluster
@@ -49,7 +50,7 @@ ONE_PROCESS = "one_process"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The task asks the kernel to end it with the launcher (as train.task does), then
 # runs the seed's module as its __main__; the seed's own text stays untouched.
-_BOOTSTRAP = ("from train import local_cluster; local_cluster.die_with_launcher(); "
+_BOOTSTRAP = ("from common import processes; processes.die_with_parent(); "
               f"import runpy; runpy.run_module({SEED_MODULE!r}, run_name='__main__', "
               "alter_sys=True)")
 
@@ -91,10 +92,11 @@ def make_tasks(work_dir: str, *, one_process: bool = False,
     return [Task(ONE_PROCESS, None, os.path.join(work_dir, f"{ONE_PROCESS}.log"))]
   if num_workers < 0:
     raise ValueError(f"num_workers {num_workers}: expected 0 or more")
-  ports = iter(local_cluster.pick_free_ports(2 + num_workers))
-  cluster = {MASTER: [f"127.0.0.1:{next(ports)}"],
-             WORKER: [f"127.0.0.1:{next(ports)}" for _ in range(num_workers)],
-             PS: [f"127.0.0.1:{next(ports)}"]}
+  host = processes.LOCALHOST
+  ports = iter(processes.pick_free_ports(2 + num_workers, host))
+  cluster = {MASTER: [f"{host}:{next(ports)}"],
+             WORKER: [f"{host}:{next(ports)}" for _ in range(num_workers)],
+             PS: [f"{host}:{next(ports)}"]}
   if not num_workers:
     del cluster[WORKER]
   tasks = []
@@ -143,7 +145,7 @@ class LegacyCluster:
     # The master last, so that the servers it connects to are already starting.
     for task in sorted(self.tasks, key=lambda t: t.name == MASTER):
       env = dict(self.env, PYTHONUNBUFFERED="1",
-                 **{local_cluster.PARENT_PID_ENV: str(os.getpid())})
+                 **{processes.PARENT_PID_ENV: str(os.getpid())})
       if task.tf_config is not None:
         env["TF_CONFIG"] = task.tf_config
       os.makedirs(os.path.dirname(task.log_path), exist_ok=True)
@@ -154,16 +156,7 @@ class LegacyCluster:
 
   def stop(self, grace_s: float = 5.0) -> None:
     """Ends every process still running: SIGTERM, then SIGKILL after `grace_s`."""
-    running = [t.process for t in self.tasks if t.process and t.process.poll() is None]
-    for p in running:
-      p.terminate()
-    deadline = time.monotonic() + grace_s
-    for p in running:
-      try:
-        p.wait(max(0.0, deadline - time.monotonic()))
-      except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    processes.stop_processes([t.process for t in self.tasks], grace_s)
 
   def wait(self, timeout_s: float, poll_s: float = 0.2) -> None:
     """Returns when the master (or the one process) exits 0; raises LegacyRunError
