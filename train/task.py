@@ -112,10 +112,11 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
   from common import mnist
+  from train import legacy
   from train import strategies
   try:
     result = run_task(config, strategy_kind, train_config, options)
-  except mnist.DataError as e:
+  except (mnist.DataError, legacy.LegacyCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
   except strategies.ClusterTimeoutError as e:
