@@ -6,7 +6,7 @@ Typical usage:
   python -m train.benchmark --time_to_accuracy=0.99,0.992 --max_steps=3000 \
       --checkpoint=250
   # Which first weights reach 99.2% sooner, on PSS 1 ps + 2 workers:
-  python -m train.benchmark --time_to_accuracy=0.992 --initializers=seed,keras \
+  python -m train.benchmark --time_to_accuracy=0.992 --compare_initializers=seed,keras \
       --max_steps=3000 --checkpoint=250
 
 Every configuration trains the same model at the same global batch (--batch_size)
@@ -105,13 +105,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                     "of training for one process and for PSS 1 ps + 2 workers to first "
                     "reach each of these test accuracies (evaluated every --checkpoint "
                     "steps).", flag_values=flag_values)
-  flags.DEFINE_list("initializers", None, "With --time_to_accuracy: PSS 1 ps + 2 workers "
-                    "once per initializers listed (seed, keras; see train.task "
+  flags.DEFINE_list("compare_initializers", None, "With --time_to_accuracy: PSS 1 ps + "
+                    "2 workers once per initializers listed (seed, keras; see train.task "
                     "--initializers) instead of the default setups.",
                     flag_values=flag_values)
   flags.register_validator(
-      "initializers", lambda names: set(names or ()) <= set(config_lib.INITIALIZERS),
-      message=f"--initializers: expected some of {', '.join(config_lib.INITIALIZERS)}",
+      "compare_initializers", lambda names: set(names or ()) <= set(config_lib.INITIALIZERS),
+      message=f"--compare_initializers: expected some of {', '.join(config_lib.INITIALIZERS)}",
       flag_values=flag_values)
   flags.DEFINE_list("setups", None, "Subset of setups by index (0-3); default: all.",
                     flag_values=flag_values)
@@ -119,11 +119,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
-  if flag_values.time_to_accuracy and flag_values.initializers:
+  if flag_values.time_to_accuracy and flag_values.compare_initializers:
     cluster = SETUPS[2]
     return tuple(dataclasses.replace(cluster, name=f"{cluster.name}, {name} initializers",
                                      initializers=name)
-                 for name in flag_values.initializers)
+                 for name in flag_values.compare_initializers)
   if flag_values.time_to_accuracy:
     return (SETUPS[0], SETUPS[2])
   if flag_values.setups:
