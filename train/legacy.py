@@ -19,6 +19,7 @@ which is how train.migrate proves it.
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -76,8 +77,10 @@ class LegacyCheckpoint:
   beta_powers: tuple | None  # (beta1_power, beta2_power), or None.
 
 
+@functools.cache
 def _expected_shapes() -> dict:
-  """Legacy name -> (our weight's name, its shape), from the CNN itself."""
+  """Legacy name -> (our weight's name, its shape), from the CNN itself (built once,
+  eagerly: never call it first inside a tf.Graph)."""
   model = cnn.build_cnn()
   return {name: (f"{layer}/{weight}",
                  tuple(getattr(model.get_layer(layer), weight).shape))
@@ -150,10 +153,10 @@ def check_variables(shapes: dict, dtypes: dict | None = None) -> list[str]:
     problems.append(f"{name} (shape {list(shapes[name])}) is not a variable of the seed's "
                     "network")
   for name in sorted(set(shapes) & allowed_state - {GLOBAL_STEP, *BETA_POWERS}):
-    owner = name.rsplit("/", 1)[0]
-    if owner in shapes and tuple(shapes[name]) != tuple(shapes[owner]):
-      problems.append(f"{name} has shape {list(shapes[name])}, expected its variable's "
-                      f"{list(shapes[owner])}")
+    ours, shape = expected[name.rsplit("/", 1)[0]]
+    if tuple(shapes[name]) != shape:
+      problems.append(f"{name} has shape {list(shapes[name])}, expected {list(shape)} "
+                      f"(Adam's slot of our {ours})")
   return problems
 
 

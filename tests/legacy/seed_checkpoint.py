@@ -13,10 +13,12 @@ import tensorflow as tf
 from tests.legacy.trainer import mnist as seed_mnist
 
 
-def write_seed_checkpoint(prefix: str, *, steps: int = 3, drop: tuple = (),
-                          replace: dict | None = None, seed: int = 0) -> dict:
+def write_seed_checkpoint(prefix: str, *, steps: int = 3, optimizer: bool = True,
+                          drop: tuple = (), replace: dict | None = None,
+                          seed: int = 0) -> dict:
   """Saves the seed's variables after `steps` Adam steps to `prefix`; returns them.
 
+  `optimizer` False: the network and the global step only, untrained (quicker).
   `drop`: names left out. `replace`: {name: numpy value} saved under that name
   instead of the graph's variable (a wrong shape, or an extra name). Returns
   {name: value} of everything saved.
@@ -28,9 +30,10 @@ def write_seed_checkpoint(prefix: str, *, steps: int = 3, drop: tuple = (),
     t = tf.compat.v1.placeholder(tf.float32, [None, 10])
     global_step = tf.compat.v1.Variable(0, trainable=False)
     p = seed_mnist.get_model(x, 1.0, training=True)
-    train_step, _, _ = seed_mnist.get_trainer(p, t, global_step)
+    if optimizer:
+      train_step, _, _ = seed_mnist.get_trainer(p, t, global_step)
     sess.run(tf.compat.v1.global_variables_initializer())
-    for _ in range(steps):
+    for _ in range(steps if optimizer else 0):
       labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)]
       sess.run(train_step, {x: rng.random((16, 784), np.float32), t: labels})
     var_list = {v.op.name: v for v in tf.compat.v1.global_variables()}
