@@ -206,15 +206,31 @@ def set_adam_slots(optimizer, variable, m: np.ndarray, v: np.ndarray) -> None:
   TF1's Adam slots are tf_keras's: the same moving averages of the gradient and of
   its square. tf_keras's optimizers (and their subclasses) keep them in
   `_momentums`/`_velocities` by the variable's key; its legacy optimizers (and
-  Keras 2's OptimizerV2 subclasses) behind `get_slot(variable, "m" | "v")`.
+  Keras 2's OptimizerV2 subclasses) behind `get_slot(variable, "m" | "v")`. A
+  variable split over parameter servers (a ShardedVariable) has a slot per shard.
   """
-  if hasattr(optimizer, "get_slot"):
-    optimizer.get_slot(variable, "m").assign(m)
-    optimizer.get_slot(variable, "v").assign(v)
-    return
-  index = optimizer._index_dict[optimizer._var_key(variable)]
-  optimizer._momentums[index].assign(m)
-  optimizer._velocities[index].assign(v)
+  for piece, m_piece, v_piece in _shards(variable, m, v):
+    if hasattr(optimizer, "get_slot"):
+      optimizer.get_slot(piece, "m").assign(m_piece)
+      optimizer.get_slot(piece, "v").assign(v_piece)
+    else:
+      index = optimizer._index_dict[optimizer._var_key(piece)]
+      optimizer._momentums[index].assign(m_piece)
+      optimizer._velocities[index].assign(v_piece)
+
+
+def _shards(variable, *values):
+  """[(variable, *values)], or for a ShardedVariable each shard with its slices of
+  `values`: shards split the first axis, in order."""
+  shards = getattr(variable, "variables", None)  # Only a ShardedVariable has them.
+  if not isinstance(shards, (list, tuple)):
+    return [(variable, *values)]
+  pieces, start = [], 0
+  for shard in shards:
+    end = start + int(shard.shape[0])
+    pieces.append((shard, *(value[start:end] for value in values)))
+    start = end
+  return pieces
 
 
 def load_optimizer_state(model: tf_keras.Model, optimizer,
