@@ -179,6 +179,19 @@ def test_command_exits_2_naming_each_missing_and_misshaped_variable(tmp_path):
   assert not os.path.exists(tmp_path / "model")
 
 
+@pytest.mark.slow
+def test_train_task_exits_2_for_a_warm_start_path_without_a_checkpoint(tmp_path):
+  run = subprocess.run(
+      [sys.executable, "-m", "train.task", f"--warm_start_from={tmp_path / 'nothing'}",
+       "--data_dir=synthetic", "--max_steps=1", f"--log_dir={tmp_path / 'logs'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert f"error: no checkpoint at {tmp_path / 'nothing'}: expected a checkpoint prefix" \
+      in run.stderr
+  assert "Traceback" not in run.stderr
+
+
 @pytest.fixture(scope="module")
 def legacy_predictions(legacy_artifacts):
   """The seed export's own predictions of the whole test set: (images, labels, keys,
