@@ -78,7 +78,8 @@ def check_writable(directory: str) -> str | None:
   Creates the directory if it is missing (training would), then writes and deletes
   a small probe file, through tf.io.gfile for every file system alike. On gs://
   and other object stores a missing bucket or a missing write permission shows
-  only at the first write, so only a real write tells; it costs two requests.
+  only at the first write, so only a real write tells; it costs two requests. The
+  probe's name starts with a dot: TF Serving, polling an export base, ignores it.
   """
   probe = os.path.join(directory, f".write-check-{uuid.uuid4().hex}")
   try:
