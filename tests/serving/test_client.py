@@ -126,7 +126,8 @@ def _tls_server(export_dir, certificates, client_verify):
                           certificates["client_cert"] if client_verify else "", client_verify)
   return model_server_lib.ModelServer(config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, ssl=ssl))
+      port=0, file_system_poll_wait_seconds=0, load=config.LoadOptions(enable_model_warmup=False),
+      ssl=ssl))
 
 
 def test_tls_and_mutual_tls(export_dir, certificates, sample_images):
