@@ -50,16 +50,21 @@ class Api:
     return response
 
   def classify(self, request) -> classification_pb2.ClassificationResponse:
-    with self.manager.servable(*model_spec_key(request.model_spec)) as servable:
-      result = inference.run_classify(servable, request, self.inference_options)
-    return classification_pb2.ClassificationResponse(
-        model_spec=_answer_spec(request.model_spec, servable), result=result)
+    return self._run_examples(inference.CLASSIFY, request,
+                              classification_pb2.ClassificationResponse)
 
   def regress(self, request) -> regression_pb2.RegressionResponse:
+    return self._run_examples(inference.REGRESS, request, regression_pb2.RegressionResponse)
+
+  def _run_examples(self, method: str, request, response_cls):
     with self.manager.servable(*model_spec_key(request.model_spec)) as servable:
-      result = inference.run_regress(servable, request, self.inference_options)
-    return regression_pb2.RegressionResponse(
-        model_spec=_answer_spec(request.model_spec, servable), result=result)
+      result = inference.run_examples(servable, method, request, self.inference_options)
+    # The answer's ModelSpec: name, signature (defaulted) and the version that ran.
+    model_spec = type(request.model_spec)(
+        name=request.model_spec.name,
+        signature_name=request.model_spec.signature_name or DEFAULT_SIGNATURE)
+    model_spec.version.value = servable.version
+    return response_cls(model_spec=model_spec, result=result)
 
   def multi_inference(self, request):
     inference.check_multi_inference_tasks(request)
@@ -96,11 +101,3 @@ class Api:
         status.status.error_code = error.code.value[0]
         status.status.error_message = error.message
     return response
-
-
-def _answer_spec(model_spec, servable):
-  """The ModelSpec of a Classify/Regress answer: name, signature (defaulted), version."""
-  answer = type(model_spec)(name=model_spec.name,
-                            signature_name=model_spec.signature_name or DEFAULT_SIGNATURE)
-  answer.version.value = servable.version
-  return answer

@@ -160,20 +160,14 @@ def _run(servable: Servable, signatures: list, input_proto, options: InferenceOp
           for s, method in signatures], len(examples)
 
 
-def run_classify(servable: Servable, request,
-                 options: InferenceOptions = InferenceOptions()) -> classification_pb2.ClassificationResult:
-  _, signature = _signature(servable, request.model_spec.signature_name, CLASSIFY, options,
+def run_examples(servable: Servable, method: str, request,
+                 options: InferenceOptions = InferenceOptions()):
+  """Classify (method CLASSIFY) or Regress (REGRESS): the ClassificationResult or
+  RegressionResult of a request's tf.Examples."""
+  _, signature = _signature(servable, request.model_spec.signature_name, method, options,
                             "No signature was found with the name: ")
-  [outputs], rows = _run(servable, [(signature, CLASSIFY)], request.input, options)
-  return _classification_result(outputs, rows)
-
-
-def run_regress(servable: Servable, request,
-                options: InferenceOptions = InferenceOptions()) -> regression_pb2.RegressionResult:
-  _, signature = _signature(servable, request.model_spec.signature_name, REGRESS, options,
-                            "No signature was found with the name: ")
-  [outputs], rows = _run(servable, [(signature, REGRESS)], request.input, options)
-  return _regression_result(outputs, rows)
+  [outputs], rows = _run(servable, [(signature, method)], request.input, options)
+  return (_classification_result if method == CLASSIFY else _regression_result)(outputs, rows)
 
 
 def check_multi_inference_tasks(request) -> str:

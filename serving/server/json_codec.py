@@ -144,6 +144,17 @@ def to_array(value, dtype: tf.DType) -> np.ndarray:
   return _leaves_to_array(leaves, dtype, shape)
 
 
+def _nonempty_list(body: dict, key: str, limits: config.RequestLimits, empty_words: str) -> list:
+  """body[key], checked to be a list of 1 to limits.max_rows entries (TF Serving's words)."""
+  value = body[key]
+  if not isinstance(value, list):
+    raise invalid_argument(f"JSON Value: {describe(body)} Expecting '{key}' to be an list/array")
+  if not value:
+    raise invalid_argument(f"JSON Value: {describe(body)} {empty_words}")
+  _check_rows(len(value), limits)
+  return value
+
+
 def _check_rows(rows: int, limits: config.RequestLimits) -> None:
   if rows > limits.max_rows:
     raise invalid_argument(f"the request has {rows} instances; this server takes at most "
@@ -159,13 +170,7 @@ def predict_inputs(body: dict, signature, limits: config.RequestLimits) -> tuple
     raise invalid_argument(f"JSON Value: {describe(body)} Not formatted correctly expecting "
                            "only one of 'inputs' or 'instances' keys to exist ")
   if "instances" in body:
-    instances = body["instances"]
-    if not isinstance(instances, list):
-      raise invalid_argument(f"JSON Value: {describe(body)} Expecting 'instances' to be an "
-                             "list/array")
-    if not instances:
-      raise invalid_argument(f"JSON Value: {describe(body)} No values in 'instances' array")
-    _check_rows(len(instances), limits)
+    instances = _nonempty_list(body, "instances", limits, "No values in 'instances' array")
     return _instances_to_arrays(instances, infos), True
   if "inputs" in body:
     return _inputs_to_arrays(body["inputs"], infos, limits), False
@@ -318,16 +323,10 @@ def fill_examples_request(body: dict, request, limits: config.RequestLimits) -> 
   if "context" in body:
     to_example(body["context"], request.input.example_list_with_context.context)
     target = request.input.example_list_with_context
-  examples = body.get("examples")
-  if examples is None:
+  if "examples" not in body:
     raise invalid_argument(f"JSON Value: {describe(body)} When method is classify, key "
                            "'examples' is expected and was not found")
-  if not isinstance(examples, list):
-    raise invalid_argument(f"JSON Value: {describe(body)} Expecting 'examples' value to be an "
-                           "list/array")
-  if not examples:
-    raise invalid_argument(f"JSON Value: {describe(body)} 'examples' value is an empty array")
-  _check_rows(len(examples), limits)
+  examples = _nonempty_list(body, "examples", limits, "'examples' value is an empty array")
   for example in examples:
     to_example(example, target.examples.add())
 

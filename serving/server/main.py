@@ -38,106 +38,74 @@ REAL_SERVER_BINARY = "tensorflow_model_server"
 _SERVE_TAG = "serve"
 
 # tensorflow_model_server's flags (model_servers/main.cc and server.h), in its order:
-# (name, kind, default, help). They are passed on to the binary when set.
-TF_SERVING_FLAGS = (
-    ("port", "integer", 8500, "TCP port to listen on for gRPC/HTTP API. Disabled if port set to "
-     "zero (then --grpc_socket_path is needed)."),
-    ("grpc_socket_path", "string", "", "If non-empty, listen to a UNIX socket for gRPC API on the "
-     "given path."),
-    ("rest_api_port", "integer", 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST "
-     "API will not be exported. Must differ from --port."),
-    ("rest_api_num_threads", "integer", 4 * config.CPUS, "Number of threads for HTTP/REST API "
-     "processing."),
-    ("rest_api_timeout_in_ms", "integer", 30000, "Timeout for HTTP/REST API calls."),
-    ("rest_api_enable_cors_support", "bool", False, "Enable CORS headers in response."),
-    ("enable_batching", "bool", False, "Enable batching."),
-    ("allow_version_labels_for_unavailable_models", "bool", False, "If true, allows assigning "
-     "unused version labels to models that are not available yet."),
-    ("batching_parameters_file", "string", "", "If non-empty, read an ascii BatchingParameters "
-     "protobuf from the supplied file name and use the contained values instead of the "
-     "defaults."),
-    ("enable_per_model_batching_parameters", "bool", False, "Read batching parameters from "
-     "batching_params.pbtxt in each SavedModel folder (with --enable_batching)."),
-    ("model_config_file", "string", "", "If non-empty, read an ascii ModelServerConfig protobuf "
-     "from the supplied file name, and serve the models in that file. (If used, --model_name, "
-     "--model_base_path are ignored.)"),
-    ("model_config_file_poll_wait_seconds", "integer", 0, "Interval in seconds between each poll "
-     "of the filesystem for model_config_file. If unset or set to zero, poll will be done "
-     "exactly once and not periodically."),
-    ("model_name", "string", "default", "Name of model (ignored if --model_config_file flag is "
-     "set)."),
-    ("model_base_path", "string", "", "Path to export (ignored if --model_config_file flag is "
-     "set, otherwise required): the folder holding the numeric version folders."),
-    ("num_load_threads", "integer", 0, "The number of threads in the thread-pool used to load "
-     "servables. If set as 0, versions load one at a time."),
-    ("num_unload_threads", "integer", 0, "The number of threads in the thread-pool used to unload "
-     "servables (accepted; unloads run in the polling thread here)."),
-    ("max_num_load_retries", "integer", 5, "Maximum number of times it retries loading a model "
-     "after the first failure, before giving up. If set to 0, a load is attempted only once."),
-    ("load_retry_interval_micros", "integer", 60 * 1000 * 1000, "The interval, in microseconds, "
-     "between each servable load retry. If set negative, it doesn't wait."),
-    ("file_system_poll_wait_seconds", "integer", 1, "Interval in seconds between each poll of "
-     "the filesystem for new model version. If set to zero poll will be exactly done once and "
-     "not periodically."),
-    ("flush_filesystem_caches", "bool", True, "Flush filesystem caches after loads (accepted; "
-     "no effect here)."),
-    ("tensorflow_session_parallelism", "integer", 0, "Number of threads to use for running a "
-     "Tensorflow session. Auto-configured by default."),
-    ("tensorflow_session_config_file", "string", "", "If non-empty, read an ascii TensorFlow "
-     "Session ConfigProto protobuf from the supplied file name."),
-    ("tensorflow_intra_op_parallelism", "integer", 0, "Number of threads to use to parallelize "
-     "the execution of an individual op. Auto-configured by default."),
-    ("tensorflow_inter_op_parallelism", "integer", 0, "Controls the number of operators that can "
-     "be executed simultaneously. Auto-configured by default."),
-    ("use_alts_credentials", "bool", False, "Use Google ALTS credentials (not available here: "
-     "the server refuses to start rather than serve in plaintext)."),
-    ("ssl_config_file", "string", "", "If non-empty, read an ascii SSLConfig protobuf from the "
-     "supplied file name and set up a secure gRPC channel."),
-    ("platform_config_file", "string", "", "If non-empty, read an ascii PlatformConfigMap "
-     "protobuf (not supported here: use tensorflow_model_server)."),
-    ("per_process_gpu_memory_fraction", "float", 0.0, "Fraction that each process occupies of "
-     "the GPU memory space (0.0: TensorFlow picks)."),
-    ("saved_model_tags", "string", _SERVE_TAG, "Comma-separated set of tags corresponding to the "
-     "meta graph def to load from SavedModel."),
-    ("grpc_channel_arguments", "string", "", "A comma separated list of arguments to be passed "
-     "to the grpc server. (e.g. grpc.max_connection_age_ms=2000)"),
-    ("grpc_max_threads", "integer", 4 * config.CPUS, "Max grpc server threads to handle grpc "
-     "messages."),
-    ("enable_model_warmup", "bool", True, "Enables model warmup, which triggers lazy "
-     "initializations (such as TF optimizations) at load time, to reduce first request "
-     "latency."),
-    ("num_request_iterations_for_warmup", "integer", 0, "Number of times a request is iterated "
-     "during warmup replay. This value is used only if > 0."),
-    ("version", "bool", False, "Display version."),
-    ("monitoring_config_file", "string", "", "If non-empty, read an ascii MonitoringConfig "
-     "protobuf from the supplied file name (Prometheus metrics on the REST port)."),
-    ("remove_unused_fields_from_bundle_metagraph", "bool", True, "Removes unused fields from "
-     "MetaGraphDef proto message to save memory (accepted; no effect here)."),
-    ("prefer_tflite_model", "bool", False, "Prefer TensorFlow Lite model from `model.tflite` "
-     "(not supported here: such a version fails to load, naming this flag)."),
-    ("num_tflite_pools", "integer", config.CPUS, "Number of TFLite interpreter pools (TFLite is "
-     "not supported here)."),
-    ("num_tflite_interpreters_per_pool", "integer", 1, "Number of TFLite interpreters per pool "
-     "(TFLite is not supported here)."),
-    ("enable_signature_method_name_check", "bool", False, "Enable method_name check for "
-     "SignatureDef. Disable this if serving native TF2 regression/classification models."),
-    ("xla_cpu_compilation_enabled", "bool", False, "Enable XLA:CPU JIT (accepted; functions "
-     "marked jit_compile compile with XLA here either way)."),
-    ("xla_gpu_compilation_enabled", "bool", False, "Enable XLA:GPU JIT (accepted; no GPU "
-     "support here)."),
-    ("enable_profiler", "bool", True, "Enable profiler service (there is none here: use "
-     "tensorflow_model_server to profile)."),
-    ("thread_pool_factory_config_file", "string", "", "If non-empty, read an ascii "
-     "ThreadPoolConfig protobuf (accepted; ignored here, with a warning)."),
-    ("mixed_precision", "string", "", "Specify mixed_precision mode (bfloat16: oneDNN's "
-     "bfloat16 auto mixed precision)."),
-    ("skip_initialize_tpu", "bool", False, "Whether to skip auto initializing TPU (no TPU "
-     "support here)."),
-    ("enable_grpc_healthcheck_service", "bool", False, "Enable the standard gRPC healthcheck "
-     "service (served here in any case)."),
-    ("enable_serialization_as_tensor_content", "bool", False, "Enable serialization of predict "
-     "response as tensor content."),
-)
+# name, kind, default ("cpus": the number of CPUs), help. They are passed on to the
+# binary when set; BUILD.md tells how each acts here.
+_TF_SERVING_FLAG_TABLE = """
+port                              integer 8500    gRPC TCP port; 0 disables it (then --grpc_socket_path is needed)
+grpc_socket_path                  string  -       Also listen for gRPC on this UNIX socket path
+rest_api_port                     integer 0       HTTP/REST port (must differ from --port); 0: no REST API
+rest_api_num_threads              integer 4*cpus  Threads answering HTTP/REST requests
+rest_api_timeout_in_ms            integer 30000   Time an HTTP/REST request may take, from its first byte to its answer
+rest_api_enable_cors_support      bool    false   Add CORS headers to HTTP/REST answers
+enable_batching                   bool    false   Merge concurrent requests into one session run
+allow_version_labels_for_unavailable_models bool false Let version_labels name versions not (yet) available
+batching_parameters_file          string  -       A BatchingParameters text proto, instead of the defaults (needs --enable_batching)
+enable_per_model_batching_parameters bool false   Use each version's batching_params.pbtxt, if any (with --enable_batching)
+model_config_file                 string  -       A ModelServerConfig text proto of the models to serve (then --model_name, --model_base_path are ignored)
+model_config_file_poll_wait_seconds integer 0     Seconds between re-reads of --model_config_file; 0: read once
+model_name                        string  default Name of the model (ignored with --model_config_file)
+model_base_path                   string  -       The folder holding the model's numeric version folders (ignored with --model_config_file)
+num_load_threads                  integer 0       Threads loading versions; 0: one version at a time
+num_unload_threads                integer 0       Threads unloading versions (accepted; unloads run in the polling thread here)
+max_num_load_retries              integer 5       Times a failed load is retried before the version is given up; 0: tried once
+load_retry_interval_micros        integer 60000000 Microseconds between load retries; negative: no wait
+file_system_poll_wait_seconds     integer 1       Seconds between looks for new versions; 0: look once
+flush_filesystem_caches           bool    true    Flush file system caches after loads (accepted; no effect here)
+tensorflow_session_parallelism    integer 0       Intra- and inter-op threads of each session; 0: TensorFlow picks
+tensorflow_session_config_file    string  -       A tensorflow.ConfigProto text proto for the sessions (the parallelism flags override it)
+tensorflow_intra_op_parallelism   integer 0       Threads within one op; 0: TensorFlow picks
+tensorflow_inter_op_parallelism   integer 0       Ops run at once; 0: TensorFlow picks
+use_alts_credentials              bool    false   Google ALTS credentials (not available here: the server refuses to start)
+ssl_config_file                   string  -       An SSLConfig text proto (PEM key, certificate, CA) for TLS on the gRPC port
+platform_config_file              string  -       A PlatformConfigMap text proto (not supported here: use tensorflow_model_server)
+per_process_gpu_memory_fraction   float   0       Fraction of GPU memory each session may take; 0: TensorFlow picks
+saved_model_tags                  string  serve   Comma-separated tags of the MetaGraph to load
+grpc_channel_arguments            string  -       gRPC server arguments, name=value,... (e.g. grpc.max_connection_age_ms=2000)
+grpc_max_threads                  integer 4*cpus  Threads answering gRPC requests
+enable_model_warmup               bool    true    Replay assets.extra/tf_serving_warmup_requests when a version loads
+num_request_iterations_for_warmup integer 0       Times each warmup request runs; used if > 0, else once
+version                           bool    false   Print the versions and exit
+monitoring_config_file            string  -       A MonitoringConfig text proto: Prometheus metrics on the REST port
+remove_unused_fields_from_bundle_metagraph bool true Drop unused MetaGraphDef fields (accepted; no effect here)
+prefer_tflite_model               bool    false   Serve model.tflite (not supported here: such a version fails to load, naming this flag)
+num_tflite_pools                  integer cpus    TFLite interpreter pools (TFLite is not supported here)
+num_tflite_interpreters_per_pool  integer 1       TFLite interpreters per pool (TFLite is not supported here)
+enable_signature_method_name_check bool   false   Check signature method names (keep off for TF2 classify and regress models)
+xla_cpu_compilation_enabled       bool    false   XLA:CPU JIT (accepted; jit_compile functions compile with XLA here either way)
+xla_gpu_compilation_enabled       bool    false   XLA:GPU JIT (accepted; no GPU support here)
+enable_profiler                   bool    true    The profiler service (accepted; there is none here: use tensorflow_model_server)
+thread_pool_factory_config_file   string  -       A ThreadPoolConfig text proto (accepted; ignored here, with a warning)
+mixed_precision                   string  -       Mixed precision mode: bfloat16 (oneDNN's auto mixed precision) or none
+skip_initialize_tpu               bool    false   Skip initializing the TPU (no TPU support here)
+enable_grpc_healthcheck_service   bool    false   The standard gRPC health service (served here in any case)
+enable_serialization_as_tensor_content bool false Answer Predict tensors as tensor_content
+"""
+
+
+def _parse_flag_table(table: str) -> tuple:
+  """((name, kind, default, help), ...) of _TF_SERVING_FLAG_TABLE."""
+  convert = {"integer": int, "float": float, "string": lambda text: text,
+             "bool": lambda text: text == "true"}
+  named_defaults = {"4*cpus": 4 * config.CPUS, "cpus": config.CPUS, "-": ""}
+  rows = []
+  for line in table.strip().splitlines():
+    name, kind, default, help_text = line.split(None, 3)
+    value = named_defaults[default] if default in named_defaults else convert[kind](default)
+    rows.append((name, kind, value, help_text))
+  return tuple(rows)
+
+
+TF_SERVING_FLAGS = _parse_flag_table(_TF_SERVING_FLAG_TABLE)
 TF_SERVING_FLAG_NAMES = tuple(name for name, *_ in TF_SERVING_FLAGS)
 
 

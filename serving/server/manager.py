@@ -70,9 +70,9 @@ def run_warmup(servable: Servable, iterations: int = 1,
       if kind == "predict_log":
         servable.predict_request(log.predict_log.request, options.limits)
       elif kind == "classify_log":
-        inference.run_classify(servable, log.classify_log.request, options)
+        inference.run_examples(servable, inference.CLASSIFY, log.classify_log.request, options)
       elif kind == "regress_log":
-        inference.run_regress(servable, log.regress_log.request, options)
+        inference.run_examples(servable, inference.REGRESS, log.regress_log.request, options)
       elif kind == "multi_inference_log":
         inference.run_multi_inference(servable, log.multi_inference_log.request, options)
       else:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from google.protobuf import message_factory
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
@@ -26,10 +27,10 @@ from serving.server.api import Api
 from serving.server.manager import ModelManager
 from serving.server.metrics import Metrics
 
+_PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+_MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
 # The services whose health the gRPC health service reports ("" is the server's).
-TF_SERVING_SERVICES = (
-    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
-    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name)
+TF_SERVING_SERVICES = (_PREDICTION_SERVICE.full_name, _MODEL_SERVICE.full_name)
 HEALTH_SERVICES = ("", *TF_SERVING_SERVICES)
 # Labels of requests for models this server does not serve, so that a flood of
 # made-up names cannot grow the metrics without bound.
@@ -60,38 +61,67 @@ class RequestRunner:
     return answer, error
 
 
+class MalformedRequest:
+  """What a request message that does not parse becomes (gRPC's own parser would make it
+  an INTERNAL error); servicer methods answer it INVALID_ARGUMENT."""
+
+  def __init__(self, message_name: str, error: Exception):
+    self.error = errors.invalid_argument(f"the request is not a valid {message_name}: "
+                                         f"{errors.printable(error, 300)}")
+
+
+def _parser(message_cls):
+  def parse_fn(data: bytes):
+    try:
+      return message_cls.FromString(data)
+    except Exception as e:  # pylint: disable=broad-except
+      return MalformedRequest(message_cls.DESCRIPTOR.full_name, e)
+  return parse_fn
+
+
+def add_service(server, service_descriptor, servicer) -> None:
+  """Registers `servicer`'s methods for the service, with requests parsed by _parser."""
+  handlers = {}
+  for method in service_descriptor.methods:
+    handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        getattr(servicer, method.name),
+        request_deserializer=_parser(message_factory.GetMessageClass(method.input_type)),
+        response_serializer=lambda message: message.SerializeToString())
+  server.add_generic_rpc_handlers(
+      (grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers),))
+
+
+def _rpc(name: str, call: str, model_name_fn=lambda request: request.model_spec.name):
+  """A servicer method for RPC `name` that runs Api.`call` through the RequestRunner."""
+  def method(self, request, context):
+    if isinstance(request, MalformedRequest):
+      answer, error = self._runner.run(name, "gRPC", "", lambda: _raise(request.error))
+    else:
+      answer, error = self._runner.run(name, "gRPC", model_name_fn(request),
+                                       lambda: getattr(self._api, call)(request))
+    if error is not None:
+      context.abort(error.code, error.message)
+    return answer
+  method.__name__ = name
+  return method
+
+
+def _raise(error):
+  raise error
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   """TF Serving's PredictionService."""
 
   def __init__(self, api: Api, runner: RequestRunner):
     self._api, self._runner = api, runner
 
-  def _serve(self, name: str, model_name: str, call_fn, context):
-    answer, error = self._runner.run(name, "gRPC", model_name, call_fn)
-    if error is not None:
-      context.abort(error.code, error.message)
-    return answer
-
-  def Predict(self, request, context):
-    return self._serve("Predict", request.model_spec.name,
-                       lambda: self._api.predict(request), context)
-
-  def GetModelMetadata(self, request, context):
-    return self._serve("GetModelMetadata", request.model_spec.name,
-                       lambda: self._api.get_model_metadata(request), context)
-
-  def Classify(self, request, context):
-    return self._serve("Classify", request.model_spec.name,
-                       lambda: self._api.classify(request), context)
-
-  def Regress(self, request, context):
-    return self._serve("Regress", request.model_spec.name,
-                       lambda: self._api.regress(request), context)
-
-  def MultiInference(self, request, context):
-    model_name = request.tasks[0].model_spec.name if request.tasks else ""
-    return self._serve("MultiInference", model_name,
-                       lambda: self._api.multi_inference(request), context)
+  Predict = _rpc("Predict", "predict")
+  GetModelMetadata = _rpc("GetModelMetadata", "get_model_metadata")
+  Classify = _rpc("Classify", "classify")
+  Regress = _rpc("Regress", "regress")
+  MultiInference = _rpc("MultiInference", "multi_inference", lambda request: (
+      request.tasks[0].model_spec.name if request.tasks else ""))
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -100,15 +130,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   def __init__(self, api: Api, runner: RequestRunner):
     self._api, self._runner = api, runner
 
-  def GetModelStatus(self, request, context):
-    answer, error = self._runner.run("GetModelStatus", "gRPC", request.model_spec.name,
-                                     lambda: self._api.get_model_status(request))
-    if error is not None:
-      context.abort(error.code, error.message)
-    return answer
+  GetModelStatus = _rpc("GetModelStatus", "get_model_status")
 
   def HandleReloadConfigRequest(self, request, context):
     def reload_fn():
+      if isinstance(request, MalformedRequest):
+        raise request.error
       if request.config.WhichOneof("config") != "model_config_list":
         raise errors.invalid_argument("ReloadConfigRequest has no model_config_list")
       try:
@@ -193,10 +220,8 @@ class ModelServer:
         options=channel_options,
         # Requests beyond the threads wait in a bounded queue, then get RESOURCE_EXHAUSTED.
         maximum_concurrent_rpcs=4 * options.grpc_max_threads)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(self.api, self.runner), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(self.api, self.runner), server)
+    add_service(server, _PREDICTION_SERVICE, PredictionServicer(self.api, self.runner))
+    add_service(server, _MODEL_SERVICE, ModelServicer(self.api, self.runner))
     health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
     reflection.enable_server_reflection(
         (*TF_SERVING_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

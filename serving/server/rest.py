@@ -268,6 +268,14 @@ def _signature_name(document: dict) -> str:
   return name
 
 
+async def _readline(reader: asyncio.StreamReader) -> bytes:
+  """One line of the request head; a line longer than the reader's limit is a 431."""
+  try:
+    return await reader.readline()
+  except (ValueError, asyncio.LimitOverrunError):
+    raise HttpError(431, f"a request line or header exceeds {MAX_HEADER_BYTES} bytes") from None
+
+
 class RestServer:
   """The HTTP/1.1 server: an asyncio loop in a thread reads, a bounded pool answers."""
 
@@ -378,7 +386,7 @@ class RestServer:
     return answer
 
   async def _read_request(self, reader, writer) -> Request | None:
-    line = await reader.readline()
+    line = await _readline(reader)
     if not line:
       return None
     try:
@@ -390,7 +398,7 @@ class RestServer:
                       "expected HTTP/1.1 or HTTP/1.0")
     headers, size = {}, 0
     while True:
-      line = await reader.readline()
+      line = await _readline(reader)
       size += len(line)
       if size > MAX_HEADER_BYTES or len(headers) > MAX_HEADERS:
         raise HttpError(431, f"the request headers exceed {MAX_HEADER_BYTES} bytes or "

@@ -1,6 +1,7 @@
 """Tests of the embedded server in process: Predict, metadata, errors, versions, batching."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -369,6 +370,26 @@ def test_a_version_that_never_loads_is_reported_and_the_last_good_one_serves(
     assert failed.status.error_code != 0 and "variables" in failed.status.error_message
     assert stub.Predict(raw_request([1], sample_images[:1], model="m"), timeout=10) \
         .model_spec.version.value == 1
+
+
+def test_a_missing_base_path_or_a_version_folder_is_explained_once(export_dir, tmp_path,
+                                                                   caplog):
+  version_dir = copy_version(export_dir, str(tmp_path), 2)
+  model_manager = manager.ModelManager(
+      (config.make_model_config("as_version", version_dir),
+       config.make_model_config("missing", str(tmp_path / "nope"))),
+      config.LoadOptions(max_num_load_retries=0))
+  try:
+    with caplog.at_level(logging.WARNING):
+      for _ in range(3):
+        model_manager.poll_once(wait=True)
+  finally:
+    model_manager.close()
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert sum("is itself a version folder" in w and f"--model_base_path={tmp_path}" in w
+             for w in warnings) == 1, warnings
+  assert sum(f"base path {tmp_path / 'nope'} does not exist" in w for w in warnings) == 1, \
+      warnings
 
 
 def test_start_on_a_busy_port_fails_clearly(export_dir):
