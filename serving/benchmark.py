@@ -108,7 +108,9 @@ def pick_free_port() -> int:
 def start_server_process(model_base_path: str, port: int, extra_flags=(),
                          timeout_s: float = 60.0) -> subprocess.Popen:
   """Starts `python -m serving.server` and waits until its health check says SERVING."""
+  # The model is named as the requests name it; the server's default is TF Serving's "default".
   command = [sys.executable, "-m", "serving.server", "--use_real_server=never",
+             f"--model_name={contract.DEFAULT_MODEL_NAME}",
              f"--model_base_path={model_base_path}", f"--port={port}",
              "--file_system_poll_wait_seconds=0", *extra_flags]
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -102,8 +102,9 @@ class ModelManager:
   version is available, so a model never goes dark during a swap (TF Serving's
   AvailabilityPreservingPolicy) and the last good version keeps serving.
 
-  `on_change(manager)` hears of every load and unload; `on_load(model name,
-  status code name, seconds)` of every load attempt.
+  `on_change(manager)` hears of every load and unload; `on_load(version path,
+  succeeded, seconds)` of every load attempt; `on_run(model name, seconds)` of
+  every session run.
   """
 
   def __init__(self, model_configs, options: config.LoadOptions = config.LoadOptions(), *,
@@ -114,7 +115,7 @@ class ModelManager:
     self._inference_options = inference_options
     self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
     self._on_change = on_change or (lambda manager: None)
-    self._on_load = on_load or (lambda name, code, seconds: None)
+    self._on_load = on_load or (lambda path, ok, seconds: None)
     self._on_run = on_run or (lambda name, seconds: None)
     self._lock = threading.Lock()
     self._poll_lock = threading.Lock()
@@ -240,7 +241,7 @@ class ModelManager:
         if isinstance(e, UnsupportedModelError):
           error = ServingError(grpc.StatusCode.UNIMPLEMENTED, str(e))
           attempts = attempt  # Trying again cannot help.
-        self._on_load(name, error.code.name, time.monotonic() - start)
+        self._on_load(path, False, time.monotonic() - start)
         last = attempt == attempts or self._stop.is_set() or not self._aspired(name, version)
         logging.error("Failed to load model %s version %d from %s%s: %s", name, version, path,
                       "" if last else f"; retrying in {self._options.load_retry_interval_s:g} s",
@@ -251,7 +252,7 @@ class ModelManager:
         if last or self._stop.wait(max(0.0, self._options.load_retry_interval_s)):
           break
         continue
-      self._on_load(name, "OK", time.monotonic() - start)
+      self._on_load(path, True, time.monotonic() - start)
       with self._lock:
         versions = self._versions.get(name)
         if versions is None or self._stop.is_set():

@@ -92,12 +92,13 @@ class Metrics:
         "The number of tensorflow.Examples per request.", ("model",), EXAMPLE_BUCKETS)
     self.example_count_total = Counter("/tensorflow/serving/request_example_count_total",
                                        "The total number of tensorflow.Examples.", ("model",))
+    # TensorFlow's own SavedModel loader metrics, which TF Serving exports too.
     self.load_attempt_count = Counter("/tensorflow/cc/saved_model/load_attempt_count",
-                                      "The number of times a SavedModel was loaded.",
-                                      ("model_path", "status"))
-    self.load_latency = Histogram("/tensorflow/serving/model_load_latency",
-                                  "Wall time (in microseconds) of loading a model version.",
-                                  ("model_name",), LATENCY_BUCKETS_US)
+                                      "The number of times a SavedModel was successfully "
+                                      "loaded.", ("model_path", "status"))
+    self.load_latency = Counter("/tensorflow/cc/saved_model/load_latency",
+                                "Latency in microseconds for SavedModels that were "
+                                "successfully loaded.", ("model_path",))
     self._all = (self.request_count, self.request_latency, self.runtime_latency,
                  self.example_counts, self.example_count_total, self.load_attempt_count,
                  self.load_latency)

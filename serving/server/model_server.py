@@ -184,10 +184,10 @@ class ModelServer:
     self._stop = threading.Event()
     self._config_thread = None
 
-  def _record_load(self, name: str, code: str, seconds: float) -> None:
-    self.metrics.load_attempt_count.add(name, code)
-    if code == "OK":
-      self.metrics.load_latency.observe(seconds * 1e6, name)
+  def _record_load(self, path: str, ok: bool, seconds: float) -> None:
+    self.metrics.load_attempt_count.add(path, "success" if ok else "fail")
+    if ok:
+      self.metrics.load_latency.add(path, amount=round(seconds * 1e6))
 
   def _update_health(self, manager: ModelManager) -> None:
     serving = manager.has_available_version()
