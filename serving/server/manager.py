@@ -247,6 +247,8 @@ class ModelManager:
                       "" if last else f"; retrying in {self._options.load_retry_interval_s:g} s",
                       errors.printable(error.message, 2000))
         with self._lock:
+          if name not in self._versions:  # The model left the config meanwhile.
+            return
           self._versions[name][version] = _VersionStatus(
               _State.END if last else _State.LOADING, error=error)
         if last or self._stop.wait(max(0.0, self._options.load_retry_interval_s)):

@@ -25,6 +25,7 @@ import concurrent.futures
 import dataclasses
 import json
 import re
+import resource
 import socket
 import threading
 import urllib.parse
@@ -289,6 +290,10 @@ class RestServer:
     self._server = None
     self._connections = 0
     self._pending = 0
+    # Connections beyond this are closed at once: each holds a file descriptor, and the
+    # process must keep some for gRPC and model files.
+    self._max_connections = min(options.max_connections,
+                                resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
 
   def start(self) -> int:
     """Listens (raising OSError if it cannot) and serves in a thread; returns the port."""
@@ -326,7 +331,7 @@ class RestServer:
     self._pool.shutdown(wait=False, cancel_futures=True)
 
   async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-    if self._connections >= self._options.max_connections:
+    if self._connections >= self._max_connections:
       writer.close()
       return
     self._connections += 1

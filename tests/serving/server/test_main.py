@@ -1,5 +1,7 @@
 """The entry point of the embedded server: its flags, and the options built from them."""
 
+import os
+import re
 import subprocess
 import sys
 
@@ -77,3 +79,45 @@ def test_tflite_and_tpu_flags_alone_start_the_server():
       "--model_base_path=/m", "--prefer_tflite_model", "--enable_profiler",
       "--num_tflite_pools=3", "--skip_initialize_tpu", "--xla_cpu_compilation_enabled"))
   assert options.load.prefer_tflite_model
+
+
+def test_real_server_command_passes_the_tf_serving_flags_given():
+  command = server_main.real_server_command("/bin/tfs", _flags(
+      "--port=9000", "--model_name=mnist", "--model_base_path=/m", "--enable_batching",
+      "--host=0.0.0.0", "--max_request_rows=5"))
+  # In TF Serving's flag order; this server's own flags stay here.
+  assert command == ["/bin/tfs", "--port=9000", "--enable_batching=true", "--model_name=mnist",
+                     "--model_base_path=/m"]
+
+
+def test_every_tensorflow_model_server_flag_is_accepted_with_its_default():
+  flag_values = _flags()
+  defaults = {name: flag_values[name].default for name in server_main.TF_SERVING_FLAG_NAMES}
+  assert len(defaults) == 48
+  assert (defaults["model_name"], defaults["port"], defaults["rest_api_timeout_in_ms"],
+          defaults["max_num_load_retries"], defaults["load_retry_interval_micros"],
+          defaults["saved_model_tags"], defaults["enable_profiler"]) == (
+              "default", 8500, 30000, 5, 60_000_000, "serve", True)
+
+
+def _tf_serving_main_cc():
+  """model_servers/main.cc of the tensorflow/serving source the suite runner finds, or None."""
+  from tests.serving.server import tf_serving_suite
+  source = tf_serving_suite.find_source()
+  if source is None:
+    return None
+  path = "tensorflow_serving/model_servers/main.cc"
+  if os.path.exists(os.path.join(source, path)):
+    with open(os.path.join(source, path)) as f:
+      return f.read()
+  return subprocess.run(["git", f"--git-dir={source}", "show", f"HEAD:{path}"], check=True,
+                        capture_output=True, text=True, timeout=60).stdout
+
+
+def test_the_flags_are_tensorflow_model_servers_own():
+  main_cc = _tf_serving_main_cc()
+  if main_cc is None:
+    pytest.skip("no tensorflow/serving source to read main.cc from (see tf_serving_suite)")
+  names = re.findall(r'tensorflow::Flag\(\s*"(\w+)"', main_cc)
+  assert len(names) > 40
+  assert list(server_main.TF_SERVING_FLAG_NAMES) == names

@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 
-from absl import flags as absl_flags
 from google.protobuf import text_format
 import grpc
 from grpc_health.v1 import health_pb2
@@ -36,9 +35,9 @@ from serving.server import batching
 from serving.server import config
 from serving.server import errors
 from serving.server import manager
-from serving.server import main as server_main
 from serving.server import model_server as model_server_lib
 from tests.serving.conftest import copy_version
+from tests.serving.conftest import pick_free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -288,6 +287,27 @@ def test_rest_predict_metadata_and_status(model_server, sample_images):
                          {"instances": [{"key": 1, "image": [0.0] * 5}]})
   assert status == 400 and "expected [-1,784]" in answer["error"]
   assert _rest(model_server, "/v1/models/nope:predict", {"instances": []})[0] == 404
+
+
+def test_rest_cors_prometheus_and_classify_words(export_dir):
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
+      port=0, rest_api_port=pick_free_port(), file_system_poll_wait_seconds=0,
+      load=config.LoadOptions(enable_model_warmup=False), enable_cors_support=True,
+      prometheus_path="/metrics")
+  with model_server_lib.ModelServer(options) as s:
+    base = f"http://127.0.0.1:{s.rest_port}"
+    preflight = urllib.request.Request(f"{base}/v1/models/mnist:predict", method="OPTIONS",
+                                       headers={"Origin": "https://example.com"})
+    with urllib.request.urlopen(preflight, timeout=10) as reply:
+      assert reply.status == 200
+      assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert _rest(s, "/v1/models/mnist")[0] == 200
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
+      page = reply.read().decode()
+    assert ':tensorflow:serving:request_count{model_name="mnist",status="OK"} 1' in page
+    status, answer = _rest(s, "/v1/models/mnist:classify", {"examples": [{"x": 1.0}]})
+    assert status == 400 and answer == {"error": "Expected one input Tensor."}
 
 
 # ---- Versions: warmup, hot swap, policies, config ----
@@ -624,31 +644,3 @@ def test_tensor_content_responses_when_enabled(export_dir, sample_images):
   assert not response.outputs["scores"].float_val
   assert tf.make_ndarray(response.outputs["key"]).tolist() == [3, 4]
 
-
-# ---- The entry point's choice of binary ----
-
-
-def _parsed_flags(*argv):
-  flag_values = absl_flags.FlagValues()
-  server_main.define_flags(flag_values)
-  flag_values(["serving.server", *argv])
-  return flag_values
-
-
-def test_real_server_command_passes_the_tf_serving_flags_given():
-  command = server_main.real_server_command("/bin/tfs", _parsed_flags(
-      "--port=9000", "--model_name=mnist", "--model_base_path=/m", "--enable_batching",
-      "--host=0.0.0.0", "--max_request_rows=5"))
-  # In TF Serving's flag order; this server's own flags stay here.
-  assert command == ["/bin/tfs", "--port=9000", "--enable_batching=true", "--model_name=mnist",
-                     "--model_base_path=/m"]
-
-
-def test_every_tensorflow_model_server_flag_is_accepted_with_its_default():
-  flag_values = _parsed_flags()
-  defaults = {name: flag_values[name].default for name in server_main.TF_SERVING_FLAG_NAMES}
-  assert len(defaults) == 48
-  assert (defaults["model_name"], defaults["port"], defaults["rest_api_timeout_in_ms"],
-          defaults["max_num_load_retries"], defaults["load_retry_interval_micros"],
-          defaults["saved_model_tags"], defaults["enable_profiler"]) == (
-              "default", 8500, 30000, 5, 60_000_000, "serve", True)
