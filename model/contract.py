@@ -14,7 +14,6 @@ from model import cnn
 
 # The seed's online/batch prediction API: `key` passes through unchanged.
 SIGNATURE_NAME = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
-PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME  # "tensorflow/serving/predict"
 KEY = "key"
 IMAGE = "image"
 SCORES = "scores"

@@ -20,12 +20,19 @@ import re
 import threading
 import time
 
+from absl import flags
 from absl import logging
 import grpc
 import numpy as np
 
-from model import cnn
-from model import contract
+from common import processes
+from common import runtime
+
+if __name__ == "__main__":
+  runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
+
+from model import cnn  # noqa: E402
+from model import contract  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +112,9 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
   from tensorflow_serving.apis import prediction_service_pb2_grpc
   request = contract.make_predict_request(
       [0], np.random.default_rng(0).random((1, cnn.IMAGE_PIXELS), dtype=np.float32))
-  port = benchmark.pick_free_port()
+  (port,) = processes.pick_free_ports(1)
   process = benchmark.start_server_process(config.model_base_path, port, config.server_flags)
-  target = f"127.0.0.1:{port}"
+  target = f"{processes.LOCALHOST}:{port}"
   try:
     with grpc.insecure_channel(target) as channel:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -129,7 +136,7 @@ def run_load_test(config: LoadTestConfig) -> LoadTestResult:
     peak = ProcessSample(max(s.rss_bytes for s in samples), max(s.open_fds for s in samples))
     return LoadTestResult(requests, errors, seconds, latencies, start, end, peak)
   finally:
-    benchmark.stop_server_process(process)
+    processes.stop_process(process)
 
 
 def format_result(config: LoadTestConfig, result: LoadTestResult) -> str:
@@ -150,33 +157,40 @@ def format_result(config: LoadTestConfig, result: LoadTestResult) -> str:
   ])
 
 
+def config_from_flags(f) -> LoadTestConfig:
+  if not contract.list_versions(f.model_base_path):
+    raise ValueError(f"--model_base_path {f.model_base_path} has no numeric version folder; "
+                     "expected an export such as `python -m train.export` writes")
+  return LoadTestConfig(model_base_path=f.model_base_path, clients=f.clients,
+                        duration_s=f.duration_s, server_flags=tuple(f.server_flags or ()))
+
+
 def main(argv):
   from absl import app
-  from absl import flags
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; expected only flags")
-  f = flags.FLAGS
-  if not contract.list_versions(f.model_base_path):
-    raise app.UsageError(f"--model_base_path {f.model_base_path} has no numeric version "
-                         "folder; expected an export such as `python -m train.export` writes")
-  config = LoadTestConfig(model_base_path=f.model_base_path, clients=f.clients,
-                          duration_s=f.duration_s, server_flags=tuple(f.server_flags or ()))
+  try:
+    config = config_from_flags(FLAGS)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   logging.info("Load test: %d clients for %g s against python -m serving.server", config.clients,
                config.duration_s)
   result = run_load_test(config)
   print(format_result(config, result))
-  if result.errors or not result.requests:
-    raise SystemExit(1)
+  return 1 if result.errors or not result.requests else 0
 
 
-def define_flags():
-  from absl import flags
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  c, f = LoadTestConfig, dict(flag_values=flag_values)
   flags.DEFINE_string("model_base_path", None, "Export base with numeric version folders.",
-                      required=True)
-  flags.DEFINE_integer("clients", LoadTestConfig.clients, "Concurrent clients.", lower_bound=1)
-  flags.DEFINE_float("duration_s", LoadTestConfig.duration_s, "Seconds of load.")
+                      required=True, **f)
+  flags.DEFINE_integer("clients", c.clients, "Concurrent clients.", lower_bound=1, **f)
+  flags.DEFINE_float("duration_s", c.duration_s, "Seconds of load.", **f)
   flags.DEFINE_list("server_flags", None, "More flags for the server, e.g. "
-                    "--server_flags=--enable_batching.")
+                    "--server_flags=--enable_batching.", **f)
 
 
 if __name__ == "__main__":

@@ -11,24 +11,23 @@ out) and TF Serving's MNIST-example signature `predict_images`, plus warmup reco
 import os
 import uuid
 
+from absl import flags
 from absl import logging
 import numpy as np
 
 from common import runtime
 
-# Quiet TensorFlow's start-up when this module is the program (a no-op once loaded).
-tf = runtime.import_tensorflow()
+if __name__ == "__main__":
+  runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
 
+import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from model import cnn  # noqa: E402
 from model import contract  # noqa: E402
-
-# TensorFlow Serving's layout, <base>/<version>/saved_model.pb; or the SavedModel
-# straight in <base>, which Vertex AI's model upload and prebuilt TF prediction
-# containers expect of AIP_MODEL_DIR.
-VERSIONED = "versioned"
-FLAT = "flat"
+from train import checkpoint  # noqa: E402
+from train.config import FLAT  # noqa: E402
+from train.config import VERSIONED  # noqa: E402
 
 
 class ServingModule(tf.Module):
@@ -174,47 +173,37 @@ def _replace_contents(source_dir: str, target_dir: str) -> None:
     tf.io.gfile.rename(os.path.join(source_dir, name), target)
 
 
-def restore_weights(model: tf_keras.Model, checkpoint: str) -> int:
-  """Restores a training checkpoint's weights into `model`; returns its global step.
-
-  `checkpoint` is a checkpoint prefix or a directory holding checkpoints. Works for
-  any strategy's checkpoint, sharded variables included: each is saved whole.
-  """
-  path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
-  if not path or not tf.io.gfile.exists(path + ".index"):
-    raise FileNotFoundError(f"no checkpoint found in {checkpoint}: expected a directory "
-                            "with a 'checkpoint' file, or a checkpoint prefix")
-  step = tf.Variable(0, dtype=tf.int64)
-  # Optimizer slots and other training state in the checkpoint are left unread.
-  tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
-  return int(step.numpy())
-
-
-def restore_model(checkpoint: str) -> tuple[tf_keras.Model, int]:
-  """A plain (unsharded, unreplicated) CNN with a training checkpoint's weights, and its step."""
-  model = cnn.build_cnn()
-  return model, restore_weights(model, checkpoint)
-
-
-def export_from_checkpoint(checkpoint: str, export_base: str, **kwargs) -> str:
-  model, step = restore_model(checkpoint)
-  logging.info("Restored step %d from %s", step, checkpoint)
+def export_from_checkpoint(checkpoint_path: str, export_base: str, **kwargs) -> str:
+  model, step = checkpoint.restore_model(checkpoint_path)
+  logging.info("Restored step %d from %s", step, checkpoint_path)
   return export_model(model, export_base, **kwargs)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_string("checkpoint_dir", None, "Checkpoint directory (the trainer's "
+                      "--log_dir) or a checkpoint prefix.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("model_dir", None, "Export base directory; the SavedModel goes "
+                      "to <model_dir>/<version>/.", required=True, flag_values=flag_values)
+  flags.DEFINE_integer("version", None, "Version number; default: one above the highest.",
+                       flag_values=flag_values)
+
+
+def export_kwargs_from_flags(flag_values: flags.FlagValues) -> dict:
+  """export_from_checkpoint's arguments, from the parsed flags."""
+  return dict(checkpoint_path=flag_values.checkpoint_dir,
+              export_base=flag_values.model_dir, version=flag_values.version)
 
 
 def main(argv):
   del argv
-  from absl import flags
-  FLAGS = flags.FLAGS
-  print(export_from_checkpoint(FLAGS.checkpoint_dir, FLAGS.model_dir, version=FLAGS.version))
+  print(export_from_checkpoint(**export_kwargs_from_flags(FLAGS)))
 
 
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
-  flags.DEFINE_string("checkpoint_dir", None, "Checkpoint directory (the trainer's "
-                      "--log_dir) or a checkpoint prefix.", required=True)
-  flags.DEFINE_string("model_dir", None, "Export base directory; the SavedModel goes "
-                      "to <model_dir>/<version>/.", required=True)
-  flags.DEFINE_integer("version", None, "Version number; default: one above the highest.")
+  define_flags()
   app.run(main)

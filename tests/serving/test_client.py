@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import subprocess
+import sys
 import types
 
 import grpc
@@ -12,8 +14,9 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from model import contract
 from common import mnist
+from common import processes
+from model import contract
 from serving import client
 from serving.server import config
 from serving.server import model_server as model_server_lib
@@ -110,6 +113,18 @@ def test_predict_and_concurrent_batches_against_the_server(stub, sample_images):
   example = client.predict(stub, [0, 1], sample_images[:2], spec=client.ModelSpec(
       signature_name=contract.TFS_EXAMPLE_SIGNATURE_NAME))
   np.testing.assert_allclose(example.scores, single.scores, atol=1e-6)
+
+
+def test_wait_until_serving(channel):
+  client.wait_until_serving(channel, timeout_s=10)
+  (port,) = processes.pick_free_ports(1)  # Nobody listens there.
+  with grpc.insecure_channel(f"{processes.LOCALHOST}:{port}") as nowhere:
+    with pytest.raises(client.NotServingError, match="not serving after 0.5s"):
+      client.wait_until_serving(nowhere, timeout_s=0.5, poll_s=0.1)
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait(30)
+    with pytest.raises(client.NotServingError, match="exited with code 3"):
+      client.wait_until_serving(nowhere, timeout_s=30, process=exited)
 
 
 def test_metadata_and_status(stub, model_stub):

@@ -8,13 +8,16 @@ import sys
 import pytest
 
 from train import benchmark
+from train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_steady_throughput_skips_the_warm_up_interval():
-  history = [[10, 5.0, 0.5, 100.0], [20, 6.0, 0.6, 900.0], [30, 7.0, 0.7, 1000.0],
-             [40, 8.0, 0.8, 1100.0]]
+  history = [loop.Interval(10, 5.0, 0.5, 100.0)._asdict(),
+             loop.Interval(20, 6.0, 0.6, 900.0)._asdict(),
+             loop.Interval(30, 7.0, 0.7, 1000.0)._asdict(),
+             loop.Interval(40, 8.0, 0.8, 1100.0)._asdict()]
   assert benchmark.steady_throughput(history) == 1000.0
   assert benchmark.steady_throughput(history[:1]) == 100.0
 

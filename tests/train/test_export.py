@@ -118,22 +118,6 @@ def test_verification_catches_a_model_that_differs(trained, tmp_path):
     export.verify_export(path, trained, _images(4))
 
 
-def test_export_from_checkpoint_matches_the_trained_model(trained, tmp_path):
-  optimizer = tf_keras.optimizers.Adam()
-  optimizer.build(trained.trainable_variables)
-  checkpoint = tf.train.Checkpoint(model=trained, optimizer=optimizer,
-                                   step=optimizer.iterations)
-  optimizer.iterations.assign(42)
-  checkpoint.save(str(tmp_path / "ckpt" / "ckpt"))
-  model, step = export.restore_model(str(tmp_path / "ckpt"))
-  assert step == 42
-  images = _images(4)
-  np.testing.assert_allclose(model(images, training=False), trained(images, training=False),
-                             atol=1e-6)
-  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
-    export.restore_model(str(tmp_path / "empty"))
-
-
 @pytest.mark.slow
 def test_export_command_and_a_fresh_process_loads_it(trained, tmp_path):
   """The separate export command, then the export loaded in a new process."""

@@ -1,11 +1,16 @@
-"""Tests for train/task.py as a command: --dry_run, exit codes and messages."""
+"""Tests for train/task.py: which task a lost RPC names, and the command's --dry_run,
+exit codes and messages."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from train import cluster
+from train import task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"], "ps": ["p0:2222"]}
@@ -18,6 +23,18 @@ def run_task(*args, tf_config=None, timeout=120, **env):
   environ.update(env)
   return subprocess.run([sys.executable, "-m", "train.task", *args], cwd=REPO, env=environ,
                         capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("message,named", [
+    ("Socket closed; peer ipv4:p0:2222 went away", "ps:0 (p0:2222)"),
+    ("from /job:worker/replica:0/task:1: connection refused", "worker:1"),
+    ("w0:2222 and w1:2222 unreachable", "worker:0 (w0:2222) and worker:1 (w1:2222)"),
+    ("Deadline Exceeded", "a task of the cluster"),
+])
+def test_name_lost_task_from_the_rpc_error(message, named):
+  config = cluster.parse_tf_config(json.dumps({"cluster": CLUSTER,
+                                               "task": {"type": "chief", "index": 0}}))
+  assert task.name_lost_task(message, config) == named
 
 
 @pytest.mark.parametrize("tf_config,role,task_type,strategy", [
@@ -64,6 +81,14 @@ def test_forced_strategy_that_does_not_fit_exits_2():
   run = run_task("--dry_run", "--strategy=multi_worker_mirrored",
                  tf_config={"cluster": CLUSTER, "task": {"type": "chief", "index": 0}})
   assert run.returncode == 2 and "cannot use the 'ps' tasks" in run.stderr
+
+
+def test_help_lists_the_seed_flags_with_their_defaults():
+  run = run_task("--help", timeout=60)  # absl's --help exits with 1.
+  text = " ".join(run.stdout.split())
+  for flag, default in (("batch_size", "100"), ("max_steps", "10000"), ("checkpoint", "100"),
+                        ("log_dir", "/tmp/logs"), ("model_dir", "/tmp/model")):
+    assert re.search(rf"--{flag}: [^-]*?\(default: '{re.escape(default)}'\)", text), flag
 
 
 def test_bad_flag_value_exits_2():

@@ -25,8 +25,8 @@ from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from common import processes
 from tests.serving.conftest import copy_version
-from tests.serving.conftest import pick_free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -55,7 +55,7 @@ def server(export_dir, tmp_path_factory):
       f'model_config_list {{ config {{ name: "mnist" base_path: "{base}" '
       f'model_platform: "tensorflow" }} config {{ name: "empty" base_path: "{empty}" '
       f'model_platform: "tensorflow" }} }}')
-  port, rest_port = pick_free_port(), pick_free_port()
+  port, rest_port = processes.pick_free_ports(2)
   log_path = work / "server.log"
   with open(log_path, "w") as log:
     process = subprocess.Popen(

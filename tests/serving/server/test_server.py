@@ -36,8 +36,8 @@ from serving.server import config
 from serving.server import errors
 from serving.server import manager
 from serving.server import model_server as model_server_lib
+from common import processes
 from tests.serving.conftest import copy_version
-from tests.serving.conftest import pick_free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -292,7 +292,7 @@ def test_rest_predict_metadata_and_status(model_server, sample_images):
 def test_rest_cors_prometheus_and_classify_words(export_dir):
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, rest_api_port=pick_free_port(), file_system_poll_wait_seconds=0,
+      port=0, rest_api_port=processes.pick_free_ports(1)[0], file_system_poll_wait_seconds=0,
       load=config.LoadOptions(enable_model_warmup=False), enable_cors_support=True,
       prometheus_path="/metrics")
   with model_server_lib.ModelServer(options) as s:

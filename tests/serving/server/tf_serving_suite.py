@@ -28,6 +28,8 @@ import textwrap
 import time
 import xml.etree.ElementTree as ElementTree
 
+from absl import flags
+
 DEFAULT_SOURCE = "/work/.mirror/tensorflow+serving/repo"
 SOURCE_ENV = "TFS_SOURCE"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -246,10 +248,9 @@ def format_result(result: SuiteResult) -> str:
 
 def main(argv):
   from absl import app
-  from absl import flags
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; expected only flags")
-  f = flags.FLAGS
+  f = FLAGS
   source = find_source(f.tfs_source)
   if source is None:
     raise app.UsageError(f"no tensorflow/serving source: pass --tfs_source or set "
@@ -263,15 +264,18 @@ def main(argv):
   finally:
     if not f.keep_work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)
-  sys.exit(0 if result.outcomes and not result.not_passed else 1)
+  return 0 if result.outcomes and not result.not_passed else 1
 
 
-def define_flags():
-  from absl import flags
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  f = dict(flag_values=flag_values)
   flags.DEFINE_string("tfs_source", None, f"A tensorflow/serving checkout or git directory; "
-                      f"default: ${SOURCE_ENV}, else {DEFAULT_SOURCE} if it exists.")
-  flags.DEFINE_float("timeout_s", 900, "Time the whole suite may take.")
-  flags.DEFINE_bool("keep_work_dir", False, "Keep the extracted suite and its log.")
+                      f"default: ${SOURCE_ENV}, else {DEFAULT_SOURCE} if it exists.", **f)
+  flags.DEFINE_float("timeout_s", 900, "Time the whole suite may take.", **f)
+  flags.DEFINE_bool("keep_work_dir", False, "Keep the extracted suite and its log.", **f)
 
 
 if __name__ == "__main__":
