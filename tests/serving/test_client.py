@@ -133,6 +133,8 @@ def test_metadata_and_status(stub, model_stub):
   text = client.format_signatures(signatures)
   assert ("serving_default (tensorflow/serving/predict): image float32 [-1,784], key int64 [-1]"
           " -> key int64 [-1], scores float32 [-1,10]") in text
+  # TF Serving lists the TF2 init op's signature too, with an output of no dtype.
+  assert "__saved_model_init_op ():  -> __saved_model_init_op invalid <unknown rank>" in text
   assert client.get_model_status(model_stub) == [(1, "AVAILABLE", "OK", "")]
 
 
