@@ -72,7 +72,8 @@ def sample_process(pid: int) -> ProcessSample:
 def run_clients(target: str, request, clients: int, duration_s: float, timeout_s: float,
                 on_tick=None) -> tuple:
   """(requests answered, {status: errors}, latencies) of `clients` threads calling Predict
-  back to back for duration_s, each on its own channel. on_tick() runs about every second."""
+  back to back for duration_s, each on a connection of its own. on_tick() runs about every
+  second."""
   from tensorflow_serving.apis import prediction_service_pb2_grpc
   errors = collections.Counter()
   latencies = [[] for _ in range(clients)]
@@ -80,7 +81,9 @@ def run_clients(target: str, request, clients: int, duration_s: float, timeout_s
   lock = threading.Lock()
 
   def client_fn(i):
-    with grpc.insecure_channel(target) as channel:
+    # A subchannel pool of its own: a connection of its own, as a separate client has
+    # (channels of one process to one target otherwise share a connection).
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
       while not stop.is_set():
         start = time.perf_counter()
