@@ -12,7 +12,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = ("train.task", "train.local_cluster", "train.benchmark", "train.export",
-                "serving.client", "serving.benchmark", "demo")
+                "serving.client", "serving.benchmark", "serving.load_test", "serving.server.main",
+                "demo")
 
 # Imports every entry point with TensorFlow's quiet start-up refused (it belongs in a
 # program's main), then lists which of their flags absl's FLAGS holds before and
