@@ -293,8 +293,12 @@ def format_signatures(signatures: dict) -> str:
       return "<unknown rank>"
     return "[" + ",".join(str(d.size) for d in proto.dim) + "]"
 
+  def dtype(enum):
+    # TF Serving lists the TF2 init op's signature too, whose output has no dtype.
+    return tf.dtypes.as_dtype(enum).name if enum else "invalid"
+
   def tensor_list(infos):
-    return ", ".join(f"{k} {tf.dtypes.as_dtype(v.dtype).name} {shape(v.tensor_shape)}"
+    return ", ".join(f"{k} {dtype(v.dtype)} {shape(v.tensor_shape)}"
                      for k, v in sorted(infos.items()))
 
   return "\n".join(f"{name} ({s.method_name}): {tensor_list(s.inputs)} -> "

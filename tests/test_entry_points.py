@@ -14,7 +14,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = ("train.task", "train.local_cluster", "train.benchmark", "train.export",
-                "serving.client", "serving.benchmark", "demo")
+                "serving.client", "serving.benchmark", "serving.load_test", "serving.server.main",
+                "demo")
 # Those whose flags settings.parse_flags parses: a mistake exits 2, --help exits 0.
 PARSED_BY_SETTINGS = ("train.task", "train.local_cluster", "train.benchmark",
                       pytest.param("train.export", marks=pytest.mark.slow),  # Loads
@@ -78,7 +79,13 @@ def docstring_as_written(name: str) -> str:
   return written.lstrip("rR")[3:-3]
 
 
-@pytest.mark.parametrize("name", ENTRY_POINTS)
+# The modules run as __main__, whose docstring absl's --help prints as the usage
+# (`python -m serving.server` runs serving/server/__main__.py).
+USAGE_MODULES = tuple("serving.server.__main__" if name == "serving.server.main" else name
+                      for name in ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("name", USAGE_MODULES)
 def test_the_docstring_is_the_usage_block_as_written(name):
   """absl's --help prints the module docstring: in a plain string a backslash that
   continues a command's line would join the lines and be lost, hence raw docstrings."""
