@@ -1,4 +1,4 @@
-"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
+r"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
 
 Typical usage, against `python -m serving.server --model_base_path=/tmp/model`:
 

@@ -87,3 +87,9 @@ def test_task_argv_writes_only_what_differs_from_the_defaults():
                               TaskOptions(dry_run=True)) == [
       "--max_steps=5", "--log_dir=/w", "--dry_run"]
   assert config_lib.task_argv(TrainConfig(export=False)) == ["--noexport"]
+
+
+def test_task_argv_that_is_not_all_flags_is_refused():
+  """What is not a flag would be dropped without a word: a mistyped `-- max_steps=5`."""
+  with pytest.raises(ValueError, match=r"unexpected arguments \['max_steps=5'\]"):
+    config_lib.parse_task_argv(["--batch_size=8", "max_steps=5"])
