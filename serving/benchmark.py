@@ -29,6 +29,7 @@ import numpy as np
 
 from common import processes
 from common import runtime
+from common import settings
 
 if __name__ == "__main__":
   runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
@@ -287,4 +288,4 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -1,6 +1,6 @@
 r"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
 
-Typical usage, against `python -m serving.server --model_base_path=/tmp/model`:
+Typical usage, against `python -m serving.server --model_name=mnist --model_base_path=/tmp/model`:
 
   python -m serving.client --server=localhost:8500 --num_tests=1000 \
       --batch_size=1 --concurrency=8
@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 
 from common import runtime
+from common import settings
 
 if __name__ == "__main__":
   runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
@@ -532,4 +533,4 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -19,7 +19,10 @@ ENTRY_POINTS = ("train.task", "train.local_cluster", "train.benchmark", "train.e
 # Those whose flags settings.parse_flags parses: a mistake exits 2, --help exits 0.
 PARSED_BY_SETTINGS = ("train.task", "train.local_cluster", "train.benchmark",
                       pytest.param("train.export", marks=pytest.mark.slow),  # Loads
-                      pytest.param("demo", marks=pytest.mark.slow))  # TensorFlow first.
+                      pytest.param("demo", marks=pytest.mark.slow),  # TensorFlow first.
+                      *(pytest.param(name, marks=pytest.mark.slow) for name in (
+                          "serving.client", "serving.benchmark", "serving.load_test",
+                          "serving.server")))
 
 # Imports every entry point with TensorFlow's quiet start-up refused (it belongs in a
 # program's main), then lists which of their flags absl's FLAGS holds before and

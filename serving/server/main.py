@@ -1,4 +1,4 @@
-"""A TF Serving-compatible model server for SavedModels in TF Serving's directory layout.
+r"""A TF Serving-compatible model server for SavedModels in TF Serving's directory layout.
 
 Typical usage:
 
