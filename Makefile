@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python demo.py
 
+# One line per test, written when it starts, so that a slow multi-process test
+# shows its name while it runs; the slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -v -o console_output_style=count --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,9 +2,12 @@
 
 TensorFlow 2.21 logs its start-up (oneDNN notice, CUDA probing on a CPU machine)
 through absl's C++ logger before that logger is initialised, so
-TF_CPP_MIN_LOG_LEVEL does not reach it. Entry points call `import_tensorflow()`
-before anything imports TensorFlow; it holds stderr (file descriptor 2) in a
-temporary file while the runtime loads, and replays it if the import fails.
+TF_CPP_MIN_LOG_LEVEL does not reach it. `import_tensorflow()` holds stderr (file
+descriptor 2) in a temporary file while the runtime loads, and replays it if the
+import fails. Only a program calls it, once, before anything imports TensorFlow:
+in its main (train/task.py), or, where the module that is the program imports
+TensorFlow itself, under an `if __name__ == "__main__":` above those imports.
+Importing a module never calls it.
 Its Python-side chatter (INFO lines while saving, deprecation notices of the TF1
 loader that train/export.py uses on purpose) is dropped below ERROR as well, except
 what the ClusterCoordinator says about failed and recovered workers.

@@ -18,28 +18,28 @@ throughput at least the in-process batch-1 loop's.
 
 import dataclasses
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 
+from absl import flags
 from absl import logging
 import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
 import numpy as np
 
+from common import processes
 from common import runtime
 
-# Quiet TensorFlow's start-up before anything else imports it (a no-op once loaded).
-tf = runtime.import_tensorflow()
+if __name__ == "__main__":
+  runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
 
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
-from model import cnn
-from model import contract
-from serving.server.servable import Servable
+from model import cnn  # noqa: E402
+from model import contract  # noqa: E402
+from serving import client  # noqa: E402
+from serving.server.servable import Servable  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,45 +99,23 @@ def make_row(path: str, batch_size: int, clients: int, latencies, wall_s: float)
              len(latencies) * batch_size / wall_s)
 
 
-def pick_free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def start_server_process(model_base_path: str, port: int, extra_flags=(),
                          timeout_s: float = 60.0) -> subprocess.Popen:
   """Starts `python -m serving.server` and waits until its health check says SERVING."""
-  command = [sys.executable, "-m", "serving.server", "--use_real_server=never",
-             f"--model_base_path={model_base_path}", f"--port={port}",
-             "--file_system_poll_wait_seconds=0", *extra_flags]
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
-  deadline = time.monotonic() + timeout_s
-  with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-    health_stub = health_pb2_grpc.HealthStub(channel)
-    while time.monotonic() < deadline:
-      if process.poll() is not None:
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}: "
-                           f"{process.stderr.read()[-2000:]}")
-      try:
-        if health_stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-            health_pb2.HealthCheckResponse.SERVING:
-          return process
-      except grpc.RpcError:
-        pass
-      time.sleep(0.2)
-  stop_server_process(process)
-  raise TimeoutError(f"{' '.join(command)} was not SERVING after {timeout_s} s")
-
-
-def stop_server_process(process: subprocess.Popen) -> None:
-  process.terminate()
+  # The model is named as the requests name it; the server's default is TF Serving's "default".
+  args = ["--use_real_server=never", f"--model_name={contract.DEFAULT_MODEL_NAME}",
+          f"--model_base_path={model_base_path}", f"--port={port}",
+          "--file_system_poll_wait_seconds=0", *extra_flags]
+  process = processes.start_module("serving.server", args, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
   try:
-    process.wait(timeout=15)
-  except subprocess.TimeoutExpired:
-    process.kill()
-    process.wait()
+    with grpc.insecure_channel(f"{processes.LOCALHOST}:{port}") as channel:
+      client.wait_until_serving(channel, timeout_s, process=process)
+  except client.NotServingError as e:
+    processes.stop_process(process)
+    raise RuntimeError(f"python -m serving.server {' '.join(args)}: {e}: "
+                       f"{process.stderr.read()[-2000:]}") from None
+  return process
 
 
 @dataclasses.dataclass
@@ -191,17 +169,18 @@ def run_benchmark(config: BenchmarkConfig) -> list:
   batching_flags = ["--enable_batching"]
   if config.batching_parameters_file:
     batching_flags.append(f"--batching_parameters_file={config.batching_parameters_file}")
-  processes, channels = [], []
+  servers, channels = [], []
   try:
     stubs = {}
-    for label, flags in (("gRPC Predict", []), ("gRPC Predict --enable_batching",
-                                                 batching_flags)):
-      port = pick_free_port()
-      logging.info("Starting `python -m serving.server %s` on port %d", " ".join(flags), port)
-      processes.append(start_server_process(config.model_base_path, port,
-                                            [*config.server_flags, *flags],
-                                            config.server_startup_timeout_s))
-      channels.append(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    for label, own_flags in (("gRPC Predict", []), ("gRPC Predict --enable_batching",
+                                                     batching_flags)):
+      (port,) = processes.pick_free_ports(1)
+      logging.info("Starting `python -m serving.server %s` on port %d", " ".join(own_flags),
+                   port)
+      servers.append(start_server_process(config.model_base_path, port,
+                                          [*config.server_flags, *own_flags],
+                                          config.server_startup_timeout_s))
+      channels.append(grpc.insecure_channel(f"{processes.LOCALHOST}:{port}"))
       stubs[label] = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
 
     def grpc_call_fn(label, rows):
@@ -225,13 +204,14 @@ def run_benchmark(config: BenchmarkConfig) -> list:
   finally:
     for channel in channels:
       channel.close()
-    for process in processes:
-      stop_server_process(process)
+    processes.stop_processes(servers, grace_s=15)
     servable.close()
 
 
 def check_aims(rows: list) -> list:
-  """The two aims of the serving issue, each as one line with the numbers."""
+  """The embedded server's two targets, each as one line with the numbers: gRPC adds
+  at most 1 ms to an in-process call at batch 1, and batching lets concurrent batch-1
+  clients reach at least the in-process batch-1 loop's throughput."""
   def find(path, batch_size, clients):
     return next(r for r in rows if (r.path, r.batch_size, r.clients) == (path, batch_size, clients))
   in_process = [r for r in rows if r.path.startswith("in-process") and r.batch_size == 1]
@@ -260,18 +240,42 @@ def format_table(rows: list) -> str:
   return "\n".join(lines)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """The command line's flags; their defaults are BenchmarkConfig's."""
+  c, f = BenchmarkConfig, dict(flag_values=flag_values)
+  flags.DEFINE_string("model_base_path", None, "Export base with numeric version "
+                      "directories (python -m train.export writes one).", required=True, **f)
+  flags.DEFINE_integer("num_calls", c.num_calls, "Calls timed per batch-1 row.", **f)
+  flags.DEFINE_integer("num_batched_calls", c.num_batched_calls,
+                       "Calls timed per --batch_size row.", **f)
+  flags.DEFINE_integer("rounds", c.rounds, "Rounds over all rows; each row runs "
+                       "num_calls / rounds calls per round.", **f)
+  flags.DEFINE_integer("concurrency", c.concurrency, "Concurrent clients.", **f)
+  flags.DEFINE_integer("batch_size", c.batch_size, "The large batch.", **f)
+  flags.DEFINE_string("batching_parameters_file", c.batching_parameters_file,
+                      "BatchingParameters text proto for the --enable_batching server; "
+                      "default: TF Serving's defaults.", **f)
+  flags.DEFINE_list("server_flags", None, "More flags for both servers, e.g. "
+                    "--server_flags=--tensorflow_session_parallelism=1.", **f)
+
+
+def config_from_flags(flag_values: flags.FlagValues) -> BenchmarkConfig:
+  f = flag_values
+  return BenchmarkConfig(
+      model_base_path=f.model_base_path, num_calls=f.num_calls,
+      num_batched_calls=f.num_batched_calls, rounds=f.rounds, concurrency=f.concurrency,
+      batch_size=f.batch_size, batching_parameters_file=f.batching_parameters_file,
+      server_flags=tuple(f.server_flags or ()))
+
+
 def main(argv):
   from absl import app
-  from absl import flags
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; expected only flags")
-  FLAGS = flags.FLAGS
-  config = BenchmarkConfig(
-      model_base_path=FLAGS.model_base_path, num_calls=FLAGS.num_calls,
-      num_batched_calls=FLAGS.num_batched_calls, rounds=FLAGS.rounds,
-      concurrency=FLAGS.concurrency,
-      batch_size=FLAGS.batch_size, batching_parameters_file=FLAGS.batching_parameters_file,
-      server_flags=tuple(FLAGS.server_flags or ()))
+  config = config_from_flags(FLAGS)
   load_before = os.getloadavg()[0]
   rows = run_benchmark(config)
   print(f"{os.cpu_count()} CPUs; 1-minute load average {load_before:.2f} before, "
@@ -282,18 +286,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
-  flags.DEFINE_string("model_base_path", None, "Export base with numeric version "
-                      "directories (python -m train.export writes one).", required=True)
-  flags.DEFINE_integer("num_calls", BenchmarkConfig.num_calls, "Calls timed per batch-1 row.")
-  flags.DEFINE_integer("num_batched_calls", BenchmarkConfig.num_batched_calls,
-                       "Calls timed per --batch_size row.")
-  flags.DEFINE_integer("rounds", BenchmarkConfig.rounds, "Rounds over all rows; each row "
-                       "runs num_calls / rounds calls per round.")
-  flags.DEFINE_integer("concurrency", BenchmarkConfig.concurrency, "Concurrent clients.")
-  flags.DEFINE_integer("batch_size", BenchmarkConfig.batch_size, "The large batch.")
-  flags.DEFINE_string("batching_parameters_file", None, "BatchingParameters text proto "
-                      "for the --enable_batching server; default: TF Serving's defaults.")
-  flags.DEFINE_list("server_flags", None, "More flags for both servers, e.g. "
-                    "--server_flags=--tensorflow_session_parallelism=1.")
+  define_flags()
   app.run(main)

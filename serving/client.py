@@ -1,4 +1,4 @@
-"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
+r"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
 
 Typical usage, against `python -m serving.server --model_base_path=/tmp/model`:
 
@@ -18,30 +18,35 @@ import dataclasses
 import sys
 import time
 
+from absl import flags
 from absl import logging
 import grpc
 import numpy as np
 
 from common import runtime
 
-# Quiet TensorFlow's start-up before anything else imports it (a no-op once loaded).
-tf = runtime.import_tensorflow()
+if __name__ == "__main__":
+  runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
 
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from grpc_health.v1 import health_pb2  # noqa: E402
+from grpc_health.v1 import health_pb2_grpc  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
+from tensorflow_serving.apis import get_model_status_pb2  # noqa: E402
+from tensorflow_serving.apis import model_service_pb2_grpc  # noqa: E402
+from tensorflow_serving.apis import predict_pb2  # noqa: E402
+from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
-from model import cnn
-from model import contract
-from serving.server import tensors
+from model import cnn  # noqa: E402
+from model import contract  # noqa: E402
 
 # Only these mean "the call may succeed if tried again": the server was not
 # reachable or did not answer in time. Everything else (a bad request, an
 # unknown model) fails the same way on every try.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 10.0  # Deadline of each call (each try).
+DEFAULT_BATCH_SIZE = 100  # Images per request.
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
@@ -123,6 +128,33 @@ def make_channel(server: str, *, tls: bool = False, root_cert: bytes | None = No
   return grpc.secure_channel(server, credentials, options=options)
 
 
+class NotServingError(RuntimeError):
+  """The server did not report SERVING in time, or its process exited."""
+
+
+def wait_until_serving(channel: grpc.Channel, timeout_s: float = 60.0, *, process=None,
+                       service: str = "", poll_s: float = 0.2) -> None:
+  """Waits until gRPC health checking says `service` ("": the whole server) is SERVING.
+
+  `process`, the server's subprocess.Popen when this program started it, ends the
+  wait at once if it exits. Raises NotServingError naming what happened.
+  """
+  stub = health_pb2_grpc.HealthStub(channel)
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    if process is not None and process.poll() is not None:
+      raise NotServingError(f"the model server exited with code {process.returncode} "
+                            "before it was serving")
+    try:
+      status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
+      if status == health_pb2.HealthCheckResponse.SERVING:
+        return
+    except grpc.RpcError:
+      pass  # Not listening yet, or the service is not known yet.
+    time.sleep(poll_s)
+  raise NotServingError(f"the model server was not serving after {timeout_s:g}s")
+
+
 def call_with_retry(rpc, request, *, timeout_s: float, retry: RetryPolicy = RetryPolicy(),
                     sleep_fn=time.sleep):
   """Calls a unary stub method with a deadline; retries UNAVAILABLE and DEADLINE_EXCEEDED only.
@@ -150,16 +182,16 @@ def make_request(keys, images, spec: ModelSpec = ModelSpec()) -> predict_pb2.Pre
     images = np.asarray(images, np.float32).reshape(-1, cnn.IMAGE_PIXELS)
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = spec.signature_name
-    request.inputs[contract.TFS_EXAMPLE_IMAGES].CopyFrom(
-        tensors.from_numpy(images, tensor_content=True))
+    request.inputs[contract.TFS_EXAMPLE_IMAGES].CopyFrom(tf.make_tensor_proto(images))
   else:
     request = contract.make_predict_request(keys, images, signature_name=spec.signature_name)
   spec.fill(request.model_spec)
   return request
 
 
-def predict(stub, keys, images, *, spec: ModelSpec = ModelSpec(), timeout_s: float = 10.0,
-            retry: RetryPolicy = RetryPolicy(), sleep_fn=time.sleep) -> Prediction:
+def predict(stub, keys, images, *, spec: ModelSpec = ModelSpec(),
+            timeout_s: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy = RetryPolicy(),
+            sleep_fn=time.sleep) -> Prediction:
   """Predicts one request: keys int64 [N] and images float32 [N, 784] in [0, 1].
 
   Raises KeyMismatchError when the key-passthrough signature returns other keys
@@ -172,9 +204,9 @@ def predict(stub, keys, images, *, spec: ModelSpec = ModelSpec(), timeout_s: flo
   if contract.SCORES not in response.outputs:
     raise ValueError(f"the response has outputs {sorted(response.outputs)}; expected "
                      f"'{contract.SCORES}'")
-  scores = tensors.to_numpy(response.outputs[contract.SCORES])
+  scores = tf.make_ndarray(response.outputs[contract.SCORES])
   if contract.KEY in request.inputs:
-    returned = (tensors.to_numpy(response.outputs[contract.KEY])
+    returned = (tf.make_ndarray(response.outputs[contract.KEY])
                 if contract.KEY in response.outputs else None)
     if returned is None or not np.array_equal(returned, keys):
       raise KeyMismatchError(f"the server returned keys {returned} for keys {keys} sent; "
@@ -186,8 +218,9 @@ def predict(stub, keys, images, *, spec: ModelSpec = ModelSpec(), timeout_s: flo
   return Prediction(keys, scores, response.model_spec.version.value)
 
 
-def predict_batched(stub, images, *, batch_size: int = 100, concurrency: int = 1,
-                    spec: ModelSpec = ModelSpec(), timeout_s: float = 10.0,
+def predict_batched(stub, images, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                    concurrency: int = 1,
+                    spec: ModelSpec = ModelSpec(), timeout_s: float = DEFAULT_TIMEOUT_S,
                     retry: RetryPolicy = RetryPolicy()) -> BatchedPrediction:
   """Predicts many images in requests of batch_size, at most `concurrency` in flight.
 
@@ -224,7 +257,8 @@ def predict_batched(stub, images, *, batch_size: int = 100, concurrency: int = 1
   return BatchedPrediction(scores, latencies, time.perf_counter() - t0, frozenset(versions))
 
 
-def get_model_metadata(stub, spec: ModelSpec = ModelSpec(), *, timeout_s: float = 10.0,
+def get_model_metadata(stub, spec: ModelSpec = ModelSpec(), *,
+                       timeout_s: float = DEFAULT_TIMEOUT_S,
                        retry: RetryPolicy = RetryPolicy()) -> tuple[int, dict]:
   """(version, {signature name: SignatureDef}) of the model's served version."""
   request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -237,7 +271,8 @@ def get_model_metadata(stub, spec: ModelSpec = ModelSpec(), *, timeout_s: float 
   return response.model_spec.version.value, dict(signature_map.signature_def)
 
 
-def get_model_status(model_stub, spec: ModelSpec = ModelSpec(), *, timeout_s: float = 10.0,
+def get_model_status(model_stub, spec: ModelSpec = ModelSpec(), *,
+                     timeout_s: float = DEFAULT_TIMEOUT_S,
                      retry: RetryPolicy = RetryPolicy()) -> list:
   """[(version, state name, error code name, error message)] from ModelService.GetModelStatus."""
   request = get_model_status_pb2.GetModelStatusRequest()
@@ -253,8 +288,17 @@ def get_model_status(model_stub, spec: ModelSpec = ModelSpec(), *, timeout_s: fl
 def format_signatures(signatures: dict) -> str:
   """One line per signature: `name (method): inputs ... -> outputs ...`."""
 
+  def shape(proto):
+    if proto.unknown_rank:
+      return "<unknown rank>"
+    return "[" + ",".join(str(d.size) for d in proto.dim) + "]"
+
+  def dtype(enum):
+    # TF Serving lists the TF2 init op's signature too, whose output has no dtype.
+    return tf.dtypes.as_dtype(enum).name if enum else "invalid"
+
   def tensor_list(infos):
-    return ", ".join(f"{k} {tensors.dtype_name(v.dtype)} {tensors.format_shape(v.tensor_shape)}"
+    return ", ".join(f"{k} {dtype(v.dtype)} {shape(v.tensor_shape)}"
                      for k, v in sorted(infos.items()))
 
   return "\n".join(f"{name} ({s.method_name}): {tensor_list(s.inputs)} -> "
@@ -341,9 +385,9 @@ class CliConfig:
   mode: str = "predict"  # predict, metadata or status.
   spec: ModelSpec = ModelSpec()
   retry: RetryPolicy = RetryPolicy()
-  timeout_s: float = 10.0
+  timeout_s: float = DEFAULT_TIMEOUT_S
   num_tests: int = 100
-  batch_size: int = 100
+  batch_size: int = DEFAULT_BATCH_SIZE
   concurrency: int = 1
   max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
   tls: bool = False
@@ -424,11 +468,10 @@ def config_from_flags(flag_values) -> CliConfig:
 
 def main(argv):
   from absl import app
-  from absl import flags
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; expected only flags")
   try:
-    return run(config_from_flags(flags.FLAGS))
+    return run(config_from_flags(FLAGS))
   except grpc.RpcError as e:
     print(f"Server error {e.code().name}: {e.details()}", file=sys.stderr)
     return 1
@@ -437,41 +480,56 @@ def main(argv):
     return 1
 
 
-def _define_flags():
-  from absl import flags
-  flags.DEFINE_string("server", "localhost:8500", "PredictionService host:port.")
-  flags.DEFINE_enum("mode", "predict", ["predict", "metadata", "status"],
-                    "predict images, print the signatures, or print the version states.")
-  flags.DEFINE_string("model_name", contract.DEFAULT_MODEL_NAME, "Model to call.")
-  flags.DEFINE_integer("model_version", None, "Version to call; default: the latest.")
-  flags.DEFINE_string("version_label", None, "Version label to call instead of a number.")
-  flags.DEFINE_string("signature_name", contract.SIGNATURE_NAME,
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """The command line's flags; their defaults are CliConfig's, ModelSpec's and RetryPolicy's."""
+  c, spec, retry = CliConfig, ModelSpec, RetryPolicy
+  f = dict(flag_values=flag_values)
+  flags.DEFINE_string("server", c.server, "PredictionService host:port.", **f)
+  flags.DEFINE_enum("mode", c.mode, ["predict", "metadata", "status"],
+                    "predict images, print the signatures, or print the version states.", **f)
+  flags.DEFINE_string("model_name", spec.name, "Model to call.", **f)
+  flags.DEFINE_integer("model_version", spec.version, "Version to call; default: the latest.",
+                       **f)
+  flags.DEFINE_string("version_label", spec.version_label,
+                      "Version label to call instead of a number.", **f)
+  flags.DEFINE_string("signature_name", spec.signature_name,
                       f"{contract.SIGNATURE_NAME} (keys pass through) or "
-                      f"{contract.TFS_EXAMPLE_SIGNATURE_NAME} (TF Serving's example).")
-  flags.DEFINE_integer("num_tests", 100, "Images to predict; 0: all of the input.")
-  flags.DEFINE_integer("batch_size", 100, "Images per request.")
-  flags.DEFINE_integer("concurrency", 1, "Requests in flight at most.")
-  flags.DEFINE_float("timeout_s", 10.0, "Deadline of each call (each try), seconds.")
-  flags.DEFINE_integer("max_attempts", RetryPolicy.max_attempts,
-                       "Tries per call; only UNAVAILABLE and DEADLINE_EXCEEDED are retried.")
-  flags.DEFINE_float("initial_backoff_s", RetryPolicy.initial_backoff_s,
-                     "Wait before the first retry; doubles per retry.")
-  flags.DEFINE_integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES,
-                       "Largest gRPC message sent or received.")
-  flags.DEFINE_bool("tls", False, "Use TLS (implied by --root_cert or --client_cert).")
-  flags.DEFINE_string("root_cert", None, "PEM CA certificate to verify the server with.")
-  flags.DEFINE_string("client_cert", None, "PEM client certificate, for mutual TLS.")
-  flags.DEFINE_string("client_key", None, "PEM client private key, for mutual TLS.")
-  flags.DEFINE_string("server_name_override", None, "TLS name to expect in the server "
-                      "certificate, when it differs from --server's host.")
-  flags.DEFINE_string("data_dir", None, "MNIST directory; default: the vendored data/mnist.")
-  flags.DEFINE_list("images", None, "PNG files (28x28 grayscale) to predict instead of MNIST.")
-  flags.DEFINE_string("idx_images", None, "IDX image file to predict instead of MNIST.")
-  flags.DEFINE_string("idx_labels", None, "IDX label file for --idx_images.")
-  flags.DEFINE_string("npz", None, "npz with `images` (and optionally `labels`).")
+                      f"{contract.TFS_EXAMPLE_SIGNATURE_NAME} (TF Serving's example).", **f)
+  flags.DEFINE_integer("num_tests", c.num_tests, "Images to predict; 0: all of the input.",
+                       **f)
+  flags.DEFINE_integer("batch_size", c.batch_size, "Images per request.", **f)
+  flags.DEFINE_integer("concurrency", c.concurrency, "Requests in flight at most.", **f)
+  flags.DEFINE_float("timeout_s", c.timeout_s, "Deadline of each call (each try), seconds.",
+                     **f)
+  flags.DEFINE_integer("max_attempts", retry.max_attempts, "Tries per call; only "
+                       "UNAVAILABLE and DEADLINE_EXCEEDED are retried.", **f)
+  flags.DEFINE_float("initial_backoff_s", retry.initial_backoff_s,
+                     "Wait before the first retry; doubles per retry.", **f)
+  flags.DEFINE_integer("max_message_bytes", c.max_message_bytes,
+                       "Largest gRPC message sent or received.", **f)
+  flags.DEFINE_bool("tls", c.tls, "Use TLS (implied by --root_cert or --client_cert).", **f)
+  flags.DEFINE_string("root_cert", c.root_cert, "PEM CA certificate to verify the server "
+                      "with.", **f)
+  flags.DEFINE_string("client_cert", c.client_cert, "PEM client certificate, for mutual "
+                      "TLS.", **f)
+  flags.DEFINE_string("client_key", c.client_key, "PEM client private key, for mutual TLS.",
+                      **f)
+  flags.DEFINE_string("server_name_override", c.server_name_override, "TLS name to expect "
+                      "in the server certificate, when it differs from --server's host.", **f)
+  flags.DEFINE_string("data_dir", c.data_dir, "MNIST directory; default: the vendored "
+                      "data/mnist.", **f)
+  flags.DEFINE_list("images", None, "PNG files (28x28 grayscale) to predict instead of "
+                    "MNIST.", **f)
+  flags.DEFINE_string("idx_images", c.idx_images, "IDX image file to predict instead of "
+                      "MNIST.", **f)
+  flags.DEFINE_string("idx_labels", c.idx_labels, "IDX label file for --idx_images.", **f)
+  flags.DEFINE_string("npz", c.npz, "npz with `images` (and optionally `labels`).", **f)
 
 
 if __name__ == "__main__":
   from absl import app
-  _define_flags()
+  define_flags()
   app.run(main)

@@ -24,7 +24,7 @@ def test_train_on_real_mnist_then_saved_model_cli_serves_the_contract(tmp_path):
   assert accuracy > 0.8  # 40 steps of 100 real digits already learn most of them.
   export_dir = tmp_path / "model" / "1"
 
-  # saved_model_cli: the tool the issue names, in fresh processes.
+  # saved_model_cli, TensorFlow's own SavedModel inspector, in fresh processes.
   cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
   show = subprocess.run([cli, "show", "--dir", str(export_dir), "--tag_set", "serve",
                          "--signature_def", "serving_default"],

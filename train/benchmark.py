@@ -1,4 +1,4 @@
-"""Training throughput of each way to run the trainer, measured side by side in one run.
+r"""Training throughput of each way to run the trainer, measured side by side in one run.
 
 Typical usage:
 
@@ -13,6 +13,8 @@ Throughput is training examples/s over the intervals after the first (which hold
 tracing and warm-up), evaluation and checkpoints excluded; ratios are against one
 process in the same run. All tasks share this machine's cores, so a cluster here
 measures the framework's overhead, not a speed-up.
+
+Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a bad flag.
 """
 
 import dataclasses
@@ -27,6 +29,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import processes
+from common import settings
+from train import config as config_lib
 from train import local_cluster
 
 
@@ -45,78 +50,128 @@ SETUPS = (
 )
 
 
-def run_setup(setup: Setup, task_args: list[str], workdir: str, timeout_s: float) -> dict:
+class SetupFailedError(RuntimeError):
+  """A setup's training exited non-zero; the message holds the end of its log."""
+
+
+def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
+              timeout_s: float) -> dict:
   """Trains one setup from scratch in `workdir`; returns the chief's result JSON."""
   result_json = os.path.join(workdir, "result.json")
-  args = [*task_args, f"--log_dir={workdir}/logs", f"--model_dir={workdir}/model",
-          f"--result_json={result_json}", "--noexport"]
+  train_config = dataclasses.replace(train_config.with_log_dir(f"{workdir}/logs"),
+                                     model_dir=f"{workdir}/model", export=False)
+  options = config_lib.TaskOptions(result_json=result_json)
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
   with open(log_path, "w") as log:
     if setup.num_ps is None:
       env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-      code = subprocess.call([sys.executable, "-m", "train.task", *args], env=env,
-                             stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+      process = processes.start_module(
+          config_lib.TASK_MODULE, config_lib.task_argv(train_config, options), env=env,
+          stdout=log, stderr=subprocess.STDOUT)
+      try:
+        code = process.wait(timeout_s)
+      except subprocess.TimeoutExpired:
+        code = local_cluster.EXIT_TIMEOUT
+      finally:
+        processes.stop_process(process)
     else:
       cluster = local_cluster.make_cluster(setup.num_ps, setup.num_workers)
-      with local_cluster.LocalCluster(cluster, args, output=log) as local:
+      with local_cluster.LocalCluster(cluster, train_config, options, output=log) as local:
         code = local.wait(timeout_s)
   if code != 0:
     with open(log_path) as f:
-      raise RuntimeError(f"{setup.name} failed with exit code {code}:\n{f.read()[-3000:]}")
+      raise SetupFailedError(f"{setup.name} failed with exit code {code}:\n"
+                             f"{f.read()[-3000:]}")
   with open(result_json) as f:
     return json.load(f)
 
 
 def steady_throughput(history: list) -> float:
-  """Median examples/s over the intervals after the first."""
-  rates = [row[3] for row in history[1:]] or [row[3] for row in history]
+  """Median examples/s over the intervals after the first (rows as in result JSON)."""
+  rates = [row["examples_per_sec"] for row in history[1:] or history]
   return statistics.median(rates)
 
 
+# The trainer's settings this benchmark varies; the rest keep train.task's defaults.
+TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval",
+                  "steps_per_execution", "data_dir")
+
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 100, "Global batch size, the same for every setup.")
-flags.DEFINE_integer("max_steps", 600, "Steps per setup.")
-flags.DEFINE_integer("checkpoint", 100, "Interval in steps (log line, checkpoint, eval).")
-flags.DEFINE_integer("steps_per_execution", 10, "Steps per scheduled function.")
-flags.DEFINE_string("data_dir", None, "Training data; default: the vendored MNIST.")
-flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds of "
-                  "training for one process and for PSS 1 ps + 2 workers to first reach "
-                  "each of these test accuracies (evaluated every --checkpoint steps).")
-flags.DEFINE_list("setups", None, "Subset of setups by index (0-3); default: all.")
-flags.DEFINE_float("timeout", 1800.0, "Seconds per setup.")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
+                                   defaults={"max_steps": 600})
+  flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds "
+                    "of training for one process and for PSS 1 ps + 2 workers to first "
+                    "reach each of these test accuracies (evaluated every --checkpoint "
+                    "steps).", flag_values=flag_values)
+  flags.DEFINE_list("setups", None, "Subset of setups by index (0-3); default: all.",
+                    flag_values=flag_values)
+  flags.DEFINE_float("timeout", 1800.0, "Seconds per setup.", flag_values=flag_values)
+
+
+def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
+  """The setups to run; raises ValueError naming an index that is not one."""
+  if flag_values.time_to_accuracy:
+    return (SETUPS[0], SETUPS[2])
+  if not flag_values.setups:
+    return SETUPS
+  indices = [str(i) for i in range(len(SETUPS))]
+  unknown = [i for i in flag_values.setups if i not in indices]
+  if unknown:
+    raise ValueError(f"--setups {','.join(unknown)}: expected indices among "
+                     f"{', '.join(indices)}")
+  return tuple(SETUPS[int(i)] for i in flag_values.setups)
+
+
+def accuracy_targets_from_flags(flag_values: flags.FlagValues) -> list[float]:
+  """--time_to_accuracy as numbers; raises ValueError naming one that is not in (0, 1]."""
+  targets = []
+  for text in flag_values.time_to_accuracy or ():
+    try:
+      target = float(text)
+    except ValueError:
+      target = None
+    if target is None or not 0 < target <= 1:
+      raise ValueError(f"--time_to_accuracy {text!r}: expected accuracies in (0, 1]")
+    targets.append(target)
+  return targets
 
 
 def main(argv):
   del argv
-  task_args = [f"--batch_size={FLAGS.batch_size}", f"--max_steps={FLAGS.max_steps}",
-               f"--checkpoint={FLAGS.checkpoint}",
-               f"--steps_per_execution={FLAGS.steps_per_execution}"]
-  if FLAGS.data_dir:
-    task_args.append(f"--data_dir={FLAGS.data_dir}")
-  setups = SETUPS
-  if FLAGS.time_to_accuracy:
-    setups = (SETUPS[0], SETUPS[2])
-  elif FLAGS.setups:
-    setups = tuple(SETUPS[int(i)] for i in FLAGS.setups)
+  try:
+    train_config = config_lib.train_config_from_flags(FLAGS)
+    setups = setups_from_flags(FLAGS)
+    targets = accuracy_targets_from_flags(FLAGS)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return settings.EXIT_USAGE
   rows = []
   with tempfile.TemporaryDirectory(prefix="train-benchmark-") as root:
     for i, setup in enumerate(setups):
       logging.info("running %s", setup.name)
-      result = run_setup(setup, task_args, os.path.join(root, str(i)), FLAGS.timeout)
+      try:
+        result = run_setup(setup, train_config, os.path.join(root, str(i)), FLAGS.timeout)
+      except SetupFailedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
       rows.append((setup, result))
-  print(f"global batch {FLAGS.batch_size}, {FLAGS.max_steps} steps, "
-        f"steps_per_execution {FLAGS.steps_per_execution}, {os.cpu_count()} CPUs")
-  if FLAGS.time_to_accuracy:
-    targets = [float(t) for t in FLAGS.time_to_accuracy]
+  print(f"global batch {train_config.global_batch_size}, {train_config.max_steps} steps, "
+        f"steps_per_execution {train_config.steps_per_execution}, {os.cpu_count()} CPUs")
+  if targets:
     print("| setup | " + " | ".join(f"seconds (step) to {t}" for t in targets)
           + " | final accuracy | examples/s |")
     print("|---|" + "---|" * (len(targets) + 2))
     for setup, result in rows:
       cells = []
       for target in targets:
-        hit = next((h for h in result["history"] if h[2] is not None and h[2] >= target), None)
-        cells.append("not reached" if hit is None else f"{hit[1]:.0f} ({hit[0]})")
+        hit = next((h for h in result["history"]
+                    if h["test_accuracy"] is not None and h["test_accuracy"] >= target), None)
+        cells.append("not reached" if hit is None
+                     else f"{hit['elapsed_s']:.0f} ({hit['step']})")
       print(f"| {setup.name} | " + " | ".join(cells)
             + f" | {result['test_accuracy']:.4f} | {steady_throughput(result['history']):.0f} |")
     return 0
@@ -130,4 +185,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=settings.parse_flags)

@@ -48,19 +48,10 @@ class ClusterConfig:
   written_task_type: str = ""   # As TF_CONFIG spelled it ("master" stays visible here).
   num_evaluators: int = 0
   trial: str | None = None
-  environment: str | None = None
 
   @property
   def is_local(self) -> bool:
     return not self.cluster
-
-  @property
-  def num_workers(self) -> int:
-    return len(self.cluster.get(WORKER, ()))
-
-  @property
-  def num_ps(self) -> int:
-    return len(self.cluster.get(PS, ()))
 
   @property
   def is_chief(self) -> bool:
@@ -183,18 +174,20 @@ def parse_tf_config(text: str | None) -> ClusterConfig:
   return ClusterConfig(
       task_type=task_type, task_index=task_index, cluster=cluster,
       written_task_type=written_type, num_evaluators=num_evaluators,
-      trial=None if trial is None else str(trial),
-      environment=raw.get("environment"))
+      trial=None if trial is None else str(trial))
 
 
 def resolve_strategy(config: ClusterConfig, requested: str = AUTO) -> str:
-  """Picks the strategy: no cluster, one device; `ps` in it, parameter server;
-  workers only, multi-worker mirrored. A forced choice must fit the cluster."""
+  """Picks the strategy: no cluster or a cluster of one task, one device; `ps` in
+  it, parameter server; workers only, multi-worker mirrored. A forced choice must
+  fit the cluster."""
   if requested not in STRATEGIES:
     raise TFConfigError(f"strategy {requested!r} is not one of {', '.join(STRATEGIES)}")
   training = config.cluster
   if requested == AUTO:
-    if config.is_local:
+    # A one-replica job (Vertex AI writes {"chief": [...]} for it) has no peer to
+    # synchronize with: a collective strategy would only start a server for nobody.
+    if sum(len(v) for v in training.values()) <= 1:
       return ONE_DEVICE
     return PARAMETER_SERVER if PS in training else MULTI_WORKER_MIRRORED
   if requested == PARAMETER_SERVER and PS not in training:

@@ -1,30 +1,84 @@
-"""The trainer's options, as one frozen dataclass built from flags by train/task.py."""
+"""The settings of a training task, each written once, with their flags and their argv.
+
+`TrainConfig` is what the training loop needs; `TaskOptions` is what the task does
+around it. Both are the only source of train.task's flags (names, types, defaults,
+help): `define_flags` generates them, `train_config_from_flags` and
+`task_options_from_flags` read them back, and `task_argv` writes a config out as the
+arguments of `python -m train.task`, for every program that starts a trainer.
+"""
 
 import dataclasses
+from typing import Mapping
+
+from absl import flags
+
+from common import settings
+from common.settings import setting
+from train import cluster
+
+TASK_MODULE = "train.task"  # `python -m train.task`: every task of every cluster.
+
+# Export layouts: TensorFlow Serving's <model_dir>/<version>/saved_model.pb, or the
+# SavedModel straight in <model_dir>, which Vertex AI's model upload and prebuilt
+# TF prediction containers expect of AIP_MODEL_DIR.
+VERSIONED = "versioned"
+FLAT = "flat"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything the training loop needs; nothing in train/loop.py reads flags or env."""
-  data_dir: str | None = None        # None: the vendored MNIST; "synthetic": generated.
-  checkpoint_dir: str = "/tmp/logs"  # Checkpoints (the seed's --log_dir).
-  tensorboard_dir: str = "/tmp/logs"
-  model_dir: str | None = "/tmp/model"  # Export base: <model_dir>/<version>/. None: no export.
-  export_layout: str = "versioned"   # "flat": the SavedModel in model_dir (Vertex AI).
-  global_batch_size: int = 100       # Examples per optimizer update (the seed's --batch_size).
-  max_steps: int = 10000
-  checkpoint_interval: int = 100     # Steps between checkpoint, evaluation and log line.
-  steps_per_execution: int = 10      # Steps per scheduled function / per tf.function call.
-  learning_rate: float = 1e-3
-  # "cosine": decays to a tenth of learning_rate at max_steps; "constant": the seed's.
-  learning_rate_schedule: str = "cosine"
-  dropout_rate: float = 0.5
-  eval_batch_size: int = 1000
-  keep_checkpoints: int = 5
-  seed: int | None = None
-  num_ps_shards: int = 1             # Shards per large variable under parameter servers.
+  """Everything the training loop needs; nothing in train/loop.py reads flags or env.
+
+  `checkpoint_dir` and `tensorboard_dir` left None become `log_dir` (the seed had
+  one directory for both) when the config is made; `with_log_dir` moves all three.
+  """
+  # The seed's flags, by name and meaning.
+  global_batch_size: int = setting(
+      100, "Global batch size: examples per optimizer update (split over the replicas "
+      "of a synchronous step).", flag="batch_size")
+  max_steps: int = setting(10000, "Number of training steps (global).")
+  checkpoint_interval: int = setting(
+      100, "Interval in steps between checkpoints, evaluations and log lines.",
+      flag="checkpoint")
+  log_dir: str = setting("/tmp/logs", "Directory for checkpoints and summary logs.")
+  model_dir: str = setting(
+      "/tmp/model", "Export base directory: the SavedModel goes to <model_dir>/<version>/ "
+      "(TF Serving's layout). Default on Vertex AI: $AIP_MODEL_DIR.", env="AIP_MODEL_DIR")
+  # Added.
+  checkpoint_dir: str | None = setting(
+      None, "Checkpoints. Default: $AIP_CHECKPOINT_DIR or --log_dir.",
+      env="AIP_CHECKPOINT_DIR")
+  tensorboard_dir: str | None = setting(
+      None, "TensorBoard logs. Default: $AIP_TENSORBOARD_LOG_DIR or --log_dir.",
+      env="AIP_TENSORBOARD_LOG_DIR")
+  export: bool = setting(True, "Export a SavedModel at the end (chief only).")
+  export_layout: str = setting(
+      VERSIONED, "versioned: <model_dir>/<version>/, as TF Serving loads it; flat: the "
+      "SavedModel in <model_dir> itself. Default: flat when the export goes to "
+      "$AIP_MODEL_DIR (Vertex AI's model upload looks for saved_model.pb there).",
+      choices=(VERSIONED, FLAT))
+  data_dir: str | None = setting(
+      None, "MNIST IDX files or mnist.npz, local or any tf.io.gfile URL (gs://); "
+      "'synthetic' for generated data. Default: the copy vendored in data/mnist.")
+  steps_per_execution: int = setting(
+      10, "Steps per scheduled function (per RPC under parameter servers) or per "
+      "tf.function call.")
+  learning_rate: float = setting(1e-3, "Adam learning rate (the initial one).")
+  learning_rate_schedule: str = setting(
+      "cosine", "cosine: decay to a tenth of --learning_rate at --max_steps; constant: "
+      "the seed's.", choices=("cosine", "constant"))
+  dropout_rate: float = setting(0.5, "Dropout rate of the hidden layer while training.")
+  eval_batch_size: int = setting(
+      1000, "Test examples per evaluation step (the chief's and the side-car evaluator's).")
+  keep_checkpoints: int = setting(5, "Checkpoints kept.")
+  seed: int | None = setting(None, "Random seed (default: nondeterministic).")
+  num_ps_shards: int = setting(
+      1, "Split each large variable over up to this many parameter servers.")
 
   def __post_init__(self):
+    for name in ("checkpoint_dir", "tensorboard_dir"):
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, self.log_dir)
     for name in ("global_batch_size", "max_steps", "checkpoint_interval",
                  "steps_per_execution", "eval_batch_size", "keep_checkpoints",
                  "num_ps_shards"):
@@ -33,8 +87,94 @@ class TrainConfig:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-    if self.learning_rate_schedule not in ("cosine", "constant"):
-      raise ValueError(f"learning_rate_schedule must be cosine or constant, got "
-                       f"{self.learning_rate_schedule!r}")
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+    settings.check_choices(self)
+
+  def with_log_dir(self, log_dir: str) -> "TrainConfig":
+    """This config with its checkpoints and TensorBoard logs in `log_dir`."""
+    return dataclasses.replace(self, log_dir=log_dir, checkpoint_dir=log_dir,
+                               tensorboard_dir=log_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+  """What a task does around training, which the training loop never reads.
+
+  Apart from TrainConfig because none of it changes what is trained: how the
+  strategy is picked, how long to wait for the cluster or for new checkpoints,
+  where to write the result, or whether to stop after describing the task.
+  """
+  strategy: str = setting(
+      cluster.AUTO, "auto: one_device without TF_CONFIG, parameter_server when the "
+      "cluster has ps, multi_worker_mirrored otherwise.", choices=cluster.STRATEGIES)
+  cluster_timeout_s: float = setting(
+      120.0, "Seconds to wait for the other tasks of the cluster before failing.",
+      flag="cluster_timeout")
+  eval_timeout_s: float = setting(
+      600.0, "Evaluator: seconds without a new checkpoint before it gives up.",
+      flag="eval_timeout")
+  result_json: str | None = setting(None, "Chief: also write the final result here.")
+  dry_run: bool = setting(False, "Print the resolved role, task, strategy and cluster "
+                          "as JSON and exit.")
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines train.task's flags: one per setting of TrainConfig and TaskOptions.
+
+  absl.logging defines its own --log_dir on absl's FLAGS, for log files, which we
+  never write (logs go to stderr); the seed's --log_dir replaces it.
+  """
+  if "log_dir" in flag_values:
+    delattr(flag_values, "log_dir")
+  settings.define_flags(TrainConfig, flag_values)
+  settings.define_flags(TaskOptions, flag_values)
+
+
+def train_config_from_flags(flag_values: flags.FlagValues,
+                            environ: Mapping[str, str] | None = None,
+                            **overrides) -> TrainConfig:
+  """The TrainConfig of the parsed flags (those defined; the rest keep their defaults).
+
+  `environ`'s AIP_* variables (Vertex AI) replace the directories' defaults.
+  `overrides` set fields by name, over the flags.
+  """
+  environ = environ or {}
+  values = settings.values_from_flags(TrainConfig, flag_values, environ)
+  model_dir_from_vertex = ("model_dir" in flag_values and not flag_values["model_dir"].present
+                           and bool(environ.get("AIP_MODEL_DIR")))
+  if model_dir_from_vertex and not flag_values["export_layout"].present:
+    values["export_layout"] = FLAT
+  values.update(overrides)
+  return TrainConfig(**values)
+
+
+def task_options_from_flags(flag_values: flags.FlagValues, **overrides) -> TaskOptions:
+  return TaskOptions(**{**settings.values_from_flags(TaskOptions, flag_values),
+                        **overrides})
+
+
+def task_argv(config: TrainConfig = TrainConfig(),
+              options: TaskOptions = TaskOptions()) -> list[str]:
+  """The arguments of `python -m train.task` that reproduce `config` and `options`.
+
+  Only settings that differ from their defaults are written, so a task started
+  with them still takes Vertex AI's AIP_* directories where nothing overrides them.
+  """
+  derived_from_log_dir = [name for name in ("checkpoint_dir", "tensorboard_dir")
+                          if getattr(config, name) == config.log_dir]
+  return [*settings.to_argv(config, leave_out=derived_from_log_dir),
+          *settings.to_argv(options)]
+
+
+def parse_task_argv(argv: list[str]) -> tuple[TrainConfig, TaskOptions]:
+  """Reads `python -m train.task` arguments back; raises flags.Error or ValueError.
+
+  AIP_* variables are not read: they are for the task itself to apply.
+  """
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  remaining = flag_values([TASK_MODULE, *argv])
+  if len(remaining) > 1:
+    raise ValueError(f"unexpected arguments {remaining[1:]}: train.task takes only flags")
+  return train_config_from_flags(flag_values), task_options_from_flags(flag_values)

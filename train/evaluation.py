@@ -11,8 +11,9 @@ import tf_keras
 
 from model import cnn
 from common import mnist
+from train import checkpoint
 from train import data as data_lib
-from train import export
+from train.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,7 @@ class EvalResult:
 class Evaluator:
   """Evaluates a plain (unreplicated) copy of the model on the whole test set."""
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
+  def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
     """`images` uint8 [N, 784] as common.mnist loads them; `labels` int64 [N]."""
     self.model = cnn.build_cnn()
     self.num_examples = len(labels)
@@ -57,23 +58,28 @@ def write_eval_summaries(writer, result: EvalResult, model: tf_keras.Model) -> N
   writer.flush()
 
 
-def run_sidecar_evaluator(checkpoint_dir: str, tensorboard_dir: str, max_steps: int, *,
-                          data_dir: str | None = None, timeout_s: float = 600.0,
-                          batch_size: int = 1000) -> EvalResult | None:
-  """Follows new checkpoints in `checkpoint_dir`, evaluates each, stops after the final one.
+def summary_dir(config: TrainConfig) -> str:
+  """Where the side-car evaluator writes its summaries: beside the chief's, in eval/."""
+  return os.path.join(config.tensorboard_dir, "eval")
 
-  The final one is the first whose step reaches `max_steps`. Gives up, returning the
-  last result, when no new checkpoint appears for `timeout_s` seconds.
+
+def run_sidecar_evaluator(config: TrainConfig, *, timeout_s: float) -> EvalResult | None:
+  """Follows new checkpoints in config.checkpoint_dir, evaluates each, stops after the final one.
+
+  The final one is the first whose step reaches `config.max_steps`. Gives up,
+  returning the last result, when no new checkpoint appears for `timeout_s` seconds.
+  Summaries go to summary_dir(config).
   """
-  data = mnist.load_mnist(data_dir)
-  evaluator = Evaluator(data.test_images, data.test_labels, batch_size)
-  writer = tf.summary.create_file_writer(os.path.join(tensorboard_dir, "eval"))
+  checkpoint_dir, max_steps = config.checkpoint_dir, config.max_steps
+  data = mnist.load_mnist(config.data_dir)
+  evaluator = Evaluator(data.test_images, data.test_labels, config.eval_batch_size)
+  writer = tf.summary.create_file_writer(summary_dir(config))
   result = None
   for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
                                             timeout=timeout_s):
     start = time.monotonic()
     try:
-      step = export.restore_weights(evaluator.model, path)
+      step = checkpoint.restore_weights(evaluator.model, path)
     except (tf.errors.NotFoundError, FileNotFoundError):
       # The chief's CheckpointManager deleted it (max_to_keep) before we read it.
       logging.warning("checkpoint %s was deleted before it was evaluated", path)

@@ -5,30 +5,35 @@ Typical usage, from an existing checkpoint:
   python -m train.export --checkpoint_dir=/tmp/logs --model_dir=/tmp/model
 
 writes /tmp/model/<version>/ with `serving_default` (key + image in, key + scores
-out) and TF Serving's MNIST-example signature `predict_images`, plus warmup records.
+out) and TF Serving's MNIST-example signature `predict_images`, plus warmup records,
+and prints its path. Exit codes: 0 exported; 2 a bad flag, no checkpoint at
+--checkpoint_dir, a --model_dir that cannot be written, a --version that exists,
+or no space left on the device.
 """
 
 import os
+import sys
 import uuid
 
+from absl import flags
 from absl import logging
 import numpy as np
 
 from common import runtime
+from common import settings
 
-# Quiet TensorFlow's start-up when this module is the program (a no-op once loaded).
-tf = runtime.import_tensorflow()
+if __name__ == "__main__":
+  runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
 
+import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from model import cnn  # noqa: E402
 from model import contract  # noqa: E402
-
-# TensorFlow Serving's layout, <base>/<version>/saved_model.pb; or the SavedModel
-# straight in <base>, which Vertex AI's model upload and prebuilt TF prediction
-# containers expect of AIP_MODEL_DIR.
-VERSIONED = "versioned"
-FLAT = "flat"
+from train import checkpoint  # noqa: E402
+from train import storage  # noqa: E402
+from train.config import FLAT  # noqa: E402
+from train.config import VERSIONED  # noqa: E402
 
 
 class ServingModule(tf.Module):
@@ -174,47 +179,57 @@ def _replace_contents(source_dir: str, target_dir: str) -> None:
     tf.io.gfile.rename(os.path.join(source_dir, name), target)
 
 
-def restore_weights(model: tf_keras.Model, checkpoint: str) -> int:
-  """Restores a training checkpoint's weights into `model`; returns its global step.
-
-  `checkpoint` is a checkpoint prefix or a directory holding checkpoints. Works for
-  any strategy's checkpoint, sharded variables included: each is saved whole.
-  """
-  path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
-  if not path or not tf.io.gfile.exists(path + ".index"):
-    raise FileNotFoundError(f"no checkpoint found in {checkpoint}: expected a directory "
-                            "with a 'checkpoint' file, or a checkpoint prefix")
-  step = tf.Variable(0, dtype=tf.int64)
-  # Optimizer slots and other training state in the checkpoint are left unread.
-  tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
-  return int(step.numpy())
-
-
-def restore_model(checkpoint: str) -> tuple[tf_keras.Model, int]:
-  """A plain (unsharded, unreplicated) CNN with a training checkpoint's weights, and its step."""
-  model = cnn.build_cnn()
-  return model, restore_weights(model, checkpoint)
-
-
-def export_from_checkpoint(checkpoint: str, export_base: str, **kwargs) -> str:
-  model, step = restore_model(checkpoint)
-  logging.info("Restored step %d from %s", step, checkpoint)
+def export_from_checkpoint(checkpoint_path: str, export_base: str, **kwargs) -> str:
+  """Exports a training checkpoint; raises FileNotFoundError if there is none, and
+  storage.UnwritableError, before anything is written, if `export_base` cannot be."""
+  model, step = checkpoint.restore_model(checkpoint_path)
+  logging.info("Restored step %d from %s", step, checkpoint_path)
+  storage.check_outputs([_as_output(export_base)])
   return export_model(model, export_base, **kwargs)
+
+
+def _as_output(export_base: str) -> storage.Output:
+  return storage.Output(export_base, "the exported model (--model_dir)")
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  flags.DEFINE_string("checkpoint_dir", None, "Checkpoint directory (the trainer's "
+                      "--log_dir) or a checkpoint prefix.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("model_dir", None, "Export base directory; the SavedModel goes "
+                      "to <model_dir>/<version>/.", required=True, flag_values=flag_values)
+  flags.DEFINE_integer("version", None, "Version number; default: one above the highest.",
+                       flag_values=flag_values)
+
+
+def export_kwargs_from_flags(flag_values: flags.FlagValues) -> dict:
+  """export_from_checkpoint's arguments, from the parsed flags."""
+  return dict(checkpoint_path=flag_values.checkpoint_dir,
+              export_base=flag_values.model_dir, version=flag_values.version)
 
 
 def main(argv):
   del argv
-  from absl import flags
-  FLAGS = flags.FLAGS
-  print(export_from_checkpoint(FLAGS.checkpoint_dir, FLAGS.model_dir, version=FLAGS.version))
+  kwargs = export_kwargs_from_flags(FLAGS)
+  try:
+    print(export_from_checkpoint(**kwargs))
+  except (FileNotFoundError, FileExistsError, storage.UnwritableError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return settings.EXIT_USAGE
+  except (tf.errors.OpError, OSError) as e:
+    if not storage.is_disk_full(e):
+      raise
+    full = storage.describe_disk_full(e, [_as_output(kwargs["export_base"])])
+    print(f"error: {full}; free space there or choose "
+          "another --model_dir", file=sys.stderr)
+    return settings.EXIT_USAGE
+  return 0
 
 
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
-  flags.DEFINE_string("checkpoint_dir", None, "Checkpoint directory (the trainer's "
-                      "--log_dir) or a checkpoint prefix.", required=True)
-  flags.DEFINE_string("model_dir", None, "Export base directory; the SavedModel goes "
-                      "to <model_dir>/<version>/.", required=True)
-  flags.DEFINE_integer("version", None, "Version number; default: one above the highest.")
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=settings.parse_flags)

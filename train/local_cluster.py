@@ -1,4 +1,4 @@
-"""Runs a whole cluster on this machine: every task its own process on 127.0.0.1.
+r"""Runs a whole cluster on this machine: every task its own process on 127.0.0.1.
 
 Typical usage:
 
@@ -9,18 +9,21 @@ Typical usage:
   # MultiWorkerMirroredStrategy: no ps, workers only (worker 0 is the chief).
   python -m train.local_cluster --num_ps=0 --num_workers=2 -- --max_steps=500
 
-Everything after `--` goes to each `python -m train.task`. Each task gets its own
-TF_CONFIG and free ports; its log lines are prefixed with its role. When the chief
-exits the others are ended; if any task fails first, the rest are stopped and the
-launcher exits non-zero. Ctrl-C, SIGTERM and --timeout end every process.
+The flags after `--` are train.task's (train/config.py): checked here, then given
+to each `python -m train.task`. Each task gets its own TF_CONFIG and free ports;
+its log lines are prefixed with its role. When the chief exits the others are
+ended; if any task fails first, the rest are stopped and the launcher exits
+non-zero. Ctrl-C, SIGTERM and --timeout end every process.
+
+Exit codes: the chief's (train.task's: 0 done, 2 what a restart cannot fix, 3 the
+cluster did not come up, 4 a task failed), or the first failed task's; 2 a bad
+flag, the launcher's or train.task's; 124 --timeout; 130 interrupted.
 """
 
-import ctypes
 import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,27 +33,39 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import processes
+from common import settings
+from common.settings import setting
 from train import cluster as cluster_lib
+from train import config as config_lib
 
+EXIT_BAD_FLAGS = settings.EXIT_USAGE
 EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
 
 
-def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-  """Ports the kernel just handed out; all held open together so they differ."""
-  sockets = []
-  try:
-    for _ in range(count):
-      s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-      s.bind((host, 0))
-      sockets.append(s)
-    return [s.getsockname()[1] for s in sockets]
-  finally:
-    for s in sockets:
-      s.close()
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+  """The launcher's own settings (the tasks' come after `--`)."""
+  num_ps: int = setting(1, "Parameter servers; 0 for MultiWorkerMirrored.")
+  num_workers: int = setting(2, "Workers.")
+  evaluator: bool = setting(False, "Also run a side-car evaluator task.")
+  legacy_master: bool = setting(False, "Name the chief `master` in TF_CONFIG, as r0.12 "
+                                "/ AI Platform did.")
+  timeout_s: float = setting(1800.0, "Seconds before every process is ended.",
+                             flag="timeout")
+
+  def __post_init__(self):
+    if self.num_ps < 0:
+      raise ValueError(f"num_ps must be 0 or more, got {self.num_ps}")
+    if self.num_workers < 1:
+      raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+    if not self.timeout_s > 0:
+      raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout_s}")
 
 
 def make_cluster(num_ps: int, num_workers: int, *, legacy_master: bool = False,
-                 host: str = "127.0.0.1") -> dict[str, list[str]]:
+                 host: str = processes.LOCALHOST) -> dict[str, list[str]]:
   """A TF_CONFIG cluster: with ps, a chief (or legacy master) + workers + ps;
   without, workers only (MultiWorkerMirrored, worker 0 the chief)."""
   if num_workers < 1:
@@ -58,7 +73,7 @@ def make_cluster(num_ps: int, num_workers: int, *, legacy_master: bool = False,
   if num_ps < 0:
     raise ValueError(f"num_ps must be >= 0, got {num_ps}")
   num_chiefs = 1 if num_ps else 0
-  ports = iter(pick_free_ports(num_chiefs + num_workers + num_ps, host))
+  ports = iter(processes.pick_free_ports(num_chiefs + num_workers + num_ps, host))
   cluster = {}
   if num_chiefs:
     cluster[cluster_lib.MASTER if legacy_master else cluster_lib.CHIEF] = [
@@ -71,27 +86,6 @@ def make_cluster(num_ps: int, num_workers: int, *, legacy_master: bool = False,
 
 def tf_config_for(cluster: dict, task_type: str, index: int) -> str:
   return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
-
-
-# Set by the launcher on each task: the launcher's pid (see die_with_launcher).
-PARENT_PID_ENV = "LOCAL_CLUSTER_PARENT_PID"
-
-
-def die_with_launcher(environ=os.environ) -> None:
-  """In a task the launcher started: have the kernel SIGKILL it if the launcher dies.
-
-  Called by the task itself at start-up (train/task.py), not in a preexec_fn: code
-  between fork and exec in a multi-threaded launcher can deadlock or abort.
-  """
-  parent = environ.get(PARENT_PID_ENV)
-  if not parent:
-    return
-  try:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except OSError:
-    return
-  if os.getppid() != int(parent):  # The launcher died before prctl took effect.
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclasses.dataclass
@@ -111,10 +105,13 @@ class LocalCluster:
   Use as a context manager: leaving it ends every process still running.
   """
 
-  def __init__(self, cluster: dict, task_args: list[str], *, evaluator: bool = False,
-               env: dict | None = None, output=sys.stdout, python=sys.executable):
+  def __init__(self, cluster: dict,
+               train_config: config_lib.TrainConfig = config_lib.TrainConfig(),
+               options: config_lib.TaskOptions = config_lib.TaskOptions(), *,
+               evaluator: bool = False, env: dict | None = None, output=sys.stdout,
+               python=sys.executable):
     self.cluster = cluster
-    self.task_args = list(task_args)
+    self.task_args = config_lib.task_argv(train_config, options)
     self.env = dict(os.environ if env is None else env)
     self.output = output
     self.python = python
@@ -146,11 +143,10 @@ class LocalCluster:
   def start_task(self, task: Task) -> None:
     """Starts (or restarts) one task's process with its own TF_CONFIG."""
     env = dict(self.env, TF_CONFIG=task.tf_config, PYTHONUNBUFFERED="1",
-               **{PARENT_PID_ENV: str(os.getpid())})
-    task.process = subprocess.Popen(
-        [self.python, "-m", "train.task", *self.task_args], env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace")
+               **{processes.PARENT_PID_ENV: str(os.getpid())})
+    task.process = processes.start_module(
+        config_lib.TASK_MODULE, self.task_args, python=self.python, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     threading.Thread(target=self._pump, args=(task.name, task.process.stdout),
                      daemon=True).start()
 
@@ -162,16 +158,7 @@ class LocalCluster:
 
   def stop(self, grace_s: float = 5.0) -> None:
     """Ends every process still running: SIGTERM, then SIGKILL after `grace_s`."""
-    running = [t.process for t in self.tasks if t.process and t.process.poll() is None]
-    for p in running:
-      p.terminate()
-    deadline = time.monotonic() + grace_s
-    for p in running:
-      try:
-        p.wait(max(0.0, deadline - time.monotonic()))
-      except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    processes.stop_processes([t.process for t in self.tasks], grace_s)
 
   def wait(self, timeout_s: float, poll_s: float = 0.2, clock=time.monotonic) -> int:
     """Waits for the chief; returns its exit code, or non-zero when a task fails first.
@@ -207,39 +194,61 @@ class LocalCluster:
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """The launcher's own flags; defined only when it is the program (not when imported)."""
-  flags.DEFINE_integer("num_ps", 1, "Parameter servers; 0 for MultiWorkerMirrored.")
-  flags.DEFINE_integer("num_workers", 2, "Workers.")
-  flags.DEFINE_bool("evaluator", False, "Also run a side-car evaluator task.")
-  flags.DEFINE_bool("legacy_master", False, "Name the chief `master` in TF_CONFIG, "
-                    "as r0.12 / AI Platform did.")
-  flags.DEFINE_float("timeout", 1800.0, "Seconds before every process is ended.")
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """The launcher's own flags, one per setting of LaunchConfig."""
+  settings.define_flags(LaunchConfig, flag_values)
 
 
-def main(argv):
-  task_args = argv[1:]
-  try:
-    cluster = make_cluster(FLAGS.num_ps, FLAGS.num_workers, legacy_master=FLAGS.legacy_master)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def launch_config_from_flags(flag_values: flags.FlagValues) -> LaunchConfig:
+  return LaunchConfig(**settings.values_from_flags(LaunchConfig, flag_values))
+
+
+def run_local_cluster(launch: LaunchConfig, train_config: config_lib.TrainConfig,
+                      options: config_lib.TaskOptions) -> int:
+  """Runs the cluster until the chief is done; returns the exit code (see `wait`)."""
+  cluster = make_cluster(launch.num_ps, launch.num_workers,
+                         legacy_master=launch.legacy_master)
   logging.info("Local cluster: %s", json.dumps(cluster))
 
   def on_signal(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
   signal.signal(signal.SIGTERM, on_signal)
-  with LocalCluster(cluster, task_args, evaluator=FLAGS.evaluator) as local:
+  with LocalCluster(cluster, train_config, options, evaluator=launch.evaluator) as local:
     try:
-      code = local.wait(FLAGS.timeout)
+      code = local.wait(launch.timeout_s)
     except KeyboardInterrupt:
       logging.error("interrupted; stopping every task")
-      code = 130
+      code = EXIT_INTERRUPTED
   logging.info("Local cluster finished with exit code %d", code)
   return code
 
 
+def main(argv):
+  try:
+    # The tasks' flags are checked here, once, rather than by every task.
+    train_config, options = config_lib.parse_task_argv(argv[1:])
+    launch = launch_config_from_flags(FLAGS)
+  except (flags.Error, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_BAD_FLAGS
+  return run_local_cluster(launch, train_config, options)
+
+
+def hint_for_task_flags(error: flags.Error) -> str | None:
+  """For a train.task flag given before `--`: where it goes."""
+  task_flags = flags.FlagValues()
+  config_lib.define_flags(task_flags)
+  if isinstance(error, flags.UnrecognizedFlagError) and error.flagname in task_flags:
+    return f"--{error.flagname} is train.task's: give it after `--`"
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """The launcher's flags; the rest, after `--`, are the tasks'."""
+  return settings.parse_flags(argv, takes_arguments=True, hint=hint_for_task_flags)
+
+
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

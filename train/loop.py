@@ -11,6 +11,7 @@ import dataclasses
 import shutil
 import tempfile
 import time
+from typing import NamedTuple
 
 from absl import logging
 import tensorflow as tf
@@ -18,10 +19,19 @@ import tf_keras
 
 from model import cnn
 from common import mnist
+from train import checkpoint as checkpoint_lib
 from train import data as data_lib
 from train import evaluation
 from train import export
 from train.config import TrainConfig
+
+
+class Interval(NamedTuple):
+  """One row of a TrainResult's history: what the interval ending at `step` did."""
+  step: int
+  elapsed_s: float                  # Since training started.
+  test_accuracy: float | None       # None on a task that does not evaluate.
+  examples_per_sec: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +41,11 @@ class TrainResult:
   test_accuracy: float
   export_dir: str | None
   examples_per_sec: float       # Training only: evaluation and checkpoints excluded.
-  # Per interval: (step, seconds since start, test accuracy or None, examples/s).
-  history: tuple = ()
+  history: tuple[Interval, ...] = ()
+
+  def as_json(self) -> dict:
+    """The result as JSON-able values, each history row an object with named fields."""
+    return {**dataclasses.asdict(self), "history": [row._asdict() for row in self.history]}
 
 
 def _format_duration(seconds: float) -> str:
@@ -50,11 +63,17 @@ def _make_learning_rate(config: TrainConfig):
 
 
 class Trainer:
-  """Builds the model, optimizer and checkpoint under `strategy` and trains them."""
+  """Builds the model, optimizer and checkpoint under `strategy` and trains them.
+
+  `config.checkpoint_dir` is the job's one checkpoint directory: every task resumes
+  from it, and the chief writes to it. A MultiWorkerMirrored worker that is not the
+  chief must write too (saving is a collective step): it writes its copy, which
+  nothing reads, to `scratch_dir`.
+  """
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
                data: mnist.MnistData, *, coordinator=None, is_chief: bool = True,
-               checkpoint_dir: str | None = None, clock=time.monotonic):
+               scratch_dir: str | None = None, clock=time.monotonic):
     self.config = config
     self.strategy = strategy
     self.coordinator = coordinator
@@ -69,8 +88,11 @@ class Trainer:
     self.step = self.optimizer.iterations
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step)
+    if not is_chief and not scratch_dir:
+      raise ValueError("a task that is not the chief needs a scratch_dir to write its "
+                       f"checkpoints to, not the job's {config.checkpoint_dir}")
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, checkpoint_dir or config.checkpoint_dir,
+        self.checkpoint, config.checkpoint_dir if is_chief else scratch_dir,
         max_to_keep=config.keep_checkpoints, step_counter=self.step)
     self.evaluator = evaluation.Evaluator(data.test_images, data.test_labels,
                                           config.eval_batch_size)
@@ -129,8 +151,8 @@ class Trainer:
     return float(last)
 
   def restore(self) -> int:
-    """Resumes from the latest checkpoint in the real checkpoint directory, if any."""
-    latest = tf.train.latest_checkpoint(self.config.checkpoint_dir)
+    """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any."""
+    latest = checkpoint_lib.latest_checkpoint(self.config.checkpoint_dir)
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info("Resumed from %s at step %d", latest, int(self.step.numpy()))
@@ -144,7 +166,7 @@ class Trainer:
     """
     if not self.is_chief:
       return None
-    export.restore_weights(self.evaluator.model, checkpoint_path)
+    checkpoint_lib.restore_weights(self.evaluator.model, checkpoint_path)
     result = self.evaluator.evaluate(step)
     evaluation.write_eval_summaries(self.writer, result, self.evaluator.model)
     return result
@@ -167,7 +189,7 @@ class Trainer:
       trained_steps += new_step - step
       examples_per_sec = (new_step - step) * config.global_batch_size / max(dt, 1e-9)
       step = new_step
-      checkpoint_path = self.manager.save(checkpoint_number=step)
+      checkpoint_path = checkpoint_lib.save(self.manager, step)
       result = self._evaluate(step, checkpoint_path)
       with self.writer.as_default(step=step):
         tf.summary.scalar("train_loss", loss)
@@ -177,15 +199,15 @@ class Trainer:
       line = (f"step {step}/{config.max_steps} train_loss {loss:.4f} "
               f"examples/s {examples_per_sec:.0f} elapsed {_format_duration(elapsed)} "
               f"eta {_format_duration(eta)}")
-      history.append((step, round(elapsed, 2), result.accuracy if result else None,
-                      round(examples_per_sec, 1)))
+      history.append(Interval(step, round(elapsed, 2), result.accuracy if result else None,
+                              round(examples_per_sec, 1)))
       if result is not None:
         line += f" test_loss {result.loss:.4f} test_accuracy {result.accuracy:.4f}"
       logging.info(line)
     if result is None:  # Resumed at or past max_steps: evaluate what was restored.
-      result = self._evaluate(step, tf.train.latest_checkpoint(config.checkpoint_dir))
+      result = self._evaluate(step, checkpoint_lib.latest_checkpoint(config.checkpoint_dir))
     export_dir = None
-    if self.is_chief and config.model_dir:
+    if self.is_chief and config.export:
       export_dir = export.export_model(self.evaluator.model, config.model_dir,
                                        sample_images=self.sample_images,
                                        layout=config.export_layout)
@@ -202,9 +224,8 @@ def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = 
                  data: mnist.MnistData | None = None) -> TrainResult:
   """Trains to `config.max_steps`, checkpointing, evaluating, then exporting on the chief.
 
-  Only the chief writes to the real checkpoint directory; other MultiWorkerMirrored
-  workers must save too (saving is a collective step), into a temporary directory
-  that is removed at the end.
+  Only the chief writes to the job's checkpoint directory; other MultiWorkerMirrored
+  workers write into a temporary directory that is removed at the end.
   """
   strategy = strategy or tf.distribute.get_strategy()
   if config.seed is not None:
@@ -217,7 +238,7 @@ def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = 
   scratch = None if is_chief else tempfile.mkdtemp(prefix="mnist-worker-ckpt-")
   try:
     trainer = Trainer(config, strategy, data, coordinator=coordinator, is_chief=is_chief,
-                      checkpoint_dir=scratch)
+                      scratch_dir=scratch)
     return trainer.train()
   finally:
     if scratch:

@@ -1,11 +1,11 @@
 """Distribution strategies and tf.distribute servers, built from a parsed TF_CONFIG."""
 
-import socket
 import time
 
 from absl import logging
 import tensorflow as tf
 
+from common import processes
 from train import cluster as cluster_lib
 
 
@@ -26,15 +26,6 @@ def make_cluster_resolver(config: cluster_lib.ClusterConfig):
       rpc_layer="grpc")
 
 
-def _reachable(address: str, timeout: float) -> bool:
-  host, _, port = address.rpartition(":")
-  try:
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-      return True
-  except OSError:
-    return False
-
-
 def wait_for_tasks(config: cluster_lib.ClusterConfig, timeout_s: float,
                    poll_s: float = 0.5, clock=time.monotonic, sleep=time.sleep) -> None:
   """Blocks until every other task's server accepts connections, or raises.
@@ -48,7 +39,8 @@ def wait_for_tasks(config: cluster_lib.ClusterConfig, timeout_s: float,
              if (task_type, index) != (config.task_type, config.task_index)}
   deadline = clock() + timeout_s
   while True:
-    pending = {name: a for name, a in pending.items() if not _reachable(a, poll_s)}
+    pending = {name: a for name, a in pending.items()
+               if not processes.accepts_connections(a, poll_s)}
     if not pending:
       return
     if clock() >= deadline:

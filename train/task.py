@@ -1,4 +1,4 @@
-"""Entry point of every task: reads its role from TF_CONFIG and runs it.
+r"""Entry point of every task: reads its role from TF_CONFIG and runs it.
 
 Typical usage:
 
@@ -16,103 +16,47 @@ Typical usage:
 
 Roles: ps and worker tasks of a parameter-server cluster serve until ended; the
 chief coordinates; MultiWorkerMirrored workers train in lockstep; an evaluator
-follows checkpoints. Exit codes: 0 done, 2 bad TF_CONFIG or flags, 3 the cluster
-did not come up, 4 a task failed during training.
+follows checkpoints. Before training, the chief and the evaluator check that they
+can write their directories.
+
+Exit codes: 0 done; 2 what a restart cannot fix: a bad flag or TF_CONFIG, missing
+data, a directory that cannot be written, or no space left on its device during
+training; 3 the cluster did not come up; 4 a task failed during training (a
+restart resumes from the latest checkpoint).
+
+Every flag is a field of TrainConfig or TaskOptions (train/config.py), which holds
+its default and help; `--help` lists them.
 """
 
-import dataclasses
 import json
 import os
 import re
 import sys
 
-# Before TensorFlow loads: quiet its C++ start-up noise unless asked otherwise, and
-# make RPCs to a lost task fail fast instead of waiting for it to come back, so that
-# the coordinator sees worker failures and reschedules (TensorFlow's own advice for
-# parameter-server training; see tensorflow/community RFC 355).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
-
 from absl import app
 from absl import flags
 from absl import logging
 
+from common import processes
+from common import settings
 from train import cluster
-from train import local_cluster
+from train import config as config_lib
 
+# Exit codes say what a scheduler should do next. 2: stop, a person must fix
+# something first, since a restart would fail the same way. A full disk is one of
+# those: it is still full after a restart, which would redo the steps since the
+# last checkpoint only to fail again (the Kubernetes specs fail the job at once on
+# 2). 3 and 4: restart; the job resumes from its latest checkpoint.
 EXIT_BAD_CONFIG = 2
 EXIT_CLUSTER_TIMEOUT = 3
 EXIT_TASK_FAILED = 4
 
-# The seed's flags, by name and meaning. absl.logging defines its own --log_dir (for
-# log files, which we never write: logs go to stderr); the seed's meaning wins.
-if "log_dir" in flags.FLAGS:
-  delattr(flags.FLAGS, "log_dir")
-flags.DEFINE_integer("batch_size", 100, "Global batch size: examples per optimizer "
-                     "update (split over the replicas of a synchronous step).")
-flags.DEFINE_integer("max_steps", 10000, "Number of training steps (global).")
-flags.DEFINE_integer("checkpoint", 100, "Interval in steps between checkpoints, "
-                     "evaluations and log lines.")
-flags.DEFINE_string("log_dir", "/tmp/logs", "Directory for checkpoints and summary logs.")
-flags.DEFINE_string("model_dir", None, "Export base directory: the SavedModel goes to "
-                    "<model_dir>/<version>/ (TF Serving's layout). Default: /tmp/model; "
-                    "on Vertex AI, $AIP_MODEL_DIR itself holds saved_model.pb.")
-# Added.
-flags.DEFINE_string("checkpoint_dir", None, "Checkpoints. Default: $AIP_CHECKPOINT_DIR "
-                    "or --log_dir.")
-flags.DEFINE_string("tensorboard_dir", None, "TensorBoard logs. Default: "
-                    "$AIP_TENSORBOARD_LOG_DIR or --log_dir.")
-flags.DEFINE_string("data_dir", None, "MNIST IDX files or mnist.npz, local or any "
-                    "tf.io.gfile URL (gs://); 'synthetic' for generated data. "
-                    "Default: the copy vendored in data/mnist.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the initial one).")
-flags.DEFINE_enum("learning_rate_schedule", "cosine", ["cosine", "constant"],
-                  "cosine: decay to a tenth of --learning_rate at --max_steps.")
-flags.DEFINE_enum("strategy", cluster.AUTO, cluster.STRATEGIES, "auto: one_device "
-                  "without TF_CONFIG, parameter_server when the cluster has ps, "
-                  "multi_worker_mirrored otherwise.")
-flags.DEFINE_integer("steps_per_execution", 10, "Steps per scheduled function (per "
-                     "RPC under parameter servers) or per tf.function call.")
-flags.DEFINE_integer("num_ps_shards", 1, "Split each large variable over up to this "
-                     "many parameter servers.")
-flags.DEFINE_float("cluster_timeout", 120.0, "Seconds to wait for the other tasks of "
-                   "the cluster before failing.")
-flags.DEFINE_float("eval_timeout", 600.0, "Evaluator: seconds without a new checkpoint "
-                   "before it gives up.")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.")
-flags.DEFINE_integer("seed", None, "Random seed (default: nondeterministic).")
-flags.DEFINE_bool("export", True, "Export a SavedModel at the end (chief only).")
-flags.DEFINE_string("result_json", None, "Chief: also write the final result here.")
-flags.DEFINE_bool("dry_run", False, "Print the resolved role, task, strategy and "
-                  "cluster as JSON and exit.")
-
 FLAGS = flags.FLAGS
 
 
-def make_train_config(environ=os.environ):
-  """The only reader of FLAGS: flags and Vertex AI's AIP_* variables to a TrainConfig."""
-  from train import export
-  from train.config import TrainConfig
-  # On Vertex AI (AIP_MODEL_DIR set, no --model_dir) the SavedModel goes straight
-  # into AIP_MODEL_DIR, where Vertex's model upload looks for saved_model.pb.
-  on_vertex = not FLAGS.model_dir and bool(environ.get("AIP_MODEL_DIR"))
-  return TrainConfig(
-      data_dir=FLAGS.data_dir,
-      checkpoint_dir=FLAGS.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or FLAGS.log_dir,
-      tensorboard_dir=(FLAGS.tensorboard_dir or environ.get("AIP_TENSORBOARD_LOG_DIR")
-                       or FLAGS.log_dir),
-      model_dir=((FLAGS.model_dir or environ.get("AIP_MODEL_DIR") or "/tmp/model")
-                 if FLAGS.export else None),
-      export_layout=export.FLAT if on_vertex else export.VERSIONED,
-      global_batch_size=FLAGS.batch_size,
-      max_steps=FLAGS.max_steps,
-      checkpoint_interval=FLAGS.checkpoint,
-      steps_per_execution=FLAGS.steps_per_execution,
-      learning_rate=FLAGS.learning_rate,
-      learning_rate_schedule=FLAGS.learning_rate_schedule,
-      keep_checkpoints=FLAGS.keep_checkpoints,
-      seed=FLAGS.seed,
-      num_ps_shards=FLAGS.num_ps_shards)
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Every setting of TrainConfig and TaskOptions, as a flag (see train/config.py)."""
+  config_lib.define_flags(flag_values)
 
 
 def name_lost_task(message: str, config: cluster.ClusterConfig) -> str:
@@ -125,8 +69,16 @@ def name_lost_task(message: str, config: cluster.ClusterConfig) -> str:
   return " and ".join(lost) if lost else "a task of the cluster"
 
 
-def run_task(config: cluster.ClusterConfig, strategy_kind: str, train_config,
-             *, cluster_timeout_s: float, eval_timeout_s: float):
+def describe_task(config: cluster.ClusterConfig, role: str, strategy_kind: str) -> str:
+  """The task's first log line: which task, as TF_CONFIG named it, and what it does."""
+  named = ("no TF_CONFIG: one process" if config == cluster.LOCAL
+           else f"{config.written_task_type or config.task_type} in TF_CONFIG")
+  return (f"Task {config.task_type}:{config.task_index} ({named}), role {role}, "
+          f"strategy {strategy_kind}")
+
+
+def run_task(config: cluster.ClusterConfig, strategy_kind: str,
+             train_config: config_lib.TrainConfig, options: config_lib.TaskOptions):
   """Dispatches on this task's role; returns the TrainResult on a training chief."""
   import tensorflow as tf
   from train import evaluation
@@ -134,20 +86,15 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str, train_config,
   from train import strategies
 
   role = cluster.resolve_role(config, strategy_kind)
-  logging.info("Task %s:%d (%s in TF_CONFIG), role %s, strategy %s",
-               config.task_type, config.task_index,
-               config.written_task_type or config.task_type, role, strategy_kind)
   if role == cluster.SERVER:
     strategies.run_server(config)
     return None
   if role == cluster.SIDECAR_EVALUATOR:
-    evaluation.run_sidecar_evaluator(
-        train_config.checkpoint_dir, train_config.tensorboard_dir, train_config.max_steps,
-        data_dir=train_config.data_dir, timeout_s=eval_timeout_s)
+    evaluation.run_sidecar_evaluator(train_config, timeout_s=options.eval_timeout_s)
     return None
   strategy = strategies.make_strategy(strategy_kind, config,
                                       num_ps_shards=train_config.num_ps_shards,
-                                      cluster_timeout_s=cluster_timeout_s)
+                                      cluster_timeout_s=options.cluster_timeout_s)
   coordinator = None
   if role == cluster.COORDINATOR:
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
@@ -155,31 +102,43 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str, train_config,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  local_cluster.die_with_launcher()
+  del argv  # settings.parse_flags refuses arguments that are not flags.
+  processes.die_with_parent()
   try:
+    options = config_lib.task_options_from_flags(FLAGS)
     config = cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
-    strategy_kind = cluster.resolve_strategy(config, FLAGS.strategy)
-  except cluster.TFConfigError as e:
+    strategy_kind = cluster.resolve_strategy(config, options.strategy)
+    train_config = config_lib.train_config_from_flags(FLAGS, os.environ)
+  except (cluster.TFConfigError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
-  if FLAGS.dry_run:
+  if options.dry_run:
     print(json.dumps(cluster.describe(config, strategy_kind), sort_keys=True))
     return 0
+  role = cluster.resolve_role(config, strategy_kind)
+  logging.info(describe_task(config, role, strategy_kind))
+  # Before TensorFlow loads: make RPCs to a lost task fail fast instead of waiting
+  # for it to come back, so that the coordinator sees worker failures and
+  # reschedules (TensorFlow's own advice for parameter-server training; see
+  # tensorflow/community RFC 355).
+  os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
+  from common import mnist
+  from train import storage
+  from train import strategies
+  outputs = storage.outputs_of(train_config, role, is_chief=config.is_chief,
+                               result_json=options.result_json)
   try:
-    train_config = make_train_config()
-  except ValueError as e:
+    storage.check_outputs(outputs)  # Now, rather than at the first checkpoint or export.
+  except storage.UnwritableError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
-  from common import mnist
-  from train import strategies
   try:
-    result = run_task(config, strategy_kind, train_config,
-                      cluster_timeout_s=FLAGS.cluster_timeout,
-                      eval_timeout_s=FLAGS.eval_timeout)
+    result = run_task(config, strategy_kind, train_config, options)
+    if result is not None and config.is_chief and options.result_json:
+      with tf.io.gfile.GFile(options.result_json, "w") as f:
+        json.dump(result.as_json(), f)
   except mnist.DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
@@ -194,19 +153,29 @@ def main(argv):
     print(f"error: task {config.task_type}:{config.task_index} lost "
           f"{name_lost_task(str(e), config)} during training ({type(e).__name__}). "
           "Restart the job; it resumes from the latest checkpoint.", file=sys.stderr)
-    # Skip interpreter teardown: TensorFlow would log a page of failed RPCs to the
-    # lost task while unregistering its remote functions.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_TASK_FAILED)
+    _exit_now(EXIT_TASK_FAILED)
+  except (tf.errors.OpError, OSError) as e:
+    if not storage.is_disk_full(e):
+      raise
+    print(f"error: {storage.describe_disk_full(e, outputs)}. Free space there or choose "
+          "another directory; started again, the job resumes from its latest checkpoint.",
+          file=sys.stderr)
+    _exit_now(EXIT_BAD_CONFIG)
   if result is not None and config.is_chief:
     print(f"test accuracy {result.test_accuracy:.4f} at step {result.step}; "
           f"export {result.export_dir}")
-    if FLAGS.result_json:
-      with tf.io.gfile.GFile(FLAGS.result_json, "w") as f:
-        json.dump(dataclasses.asdict(result), f)
   return 0
 
 
+def _exit_now(code: int) -> None:
+  """Exits at once, skipping interpreter teardown: after a failure in a cluster,
+  TensorFlow would log a page of failed RPCs to the lost or stopped tasks while
+  unregistering its remote functions."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=settings.parse_flags)

@@ -9,24 +9,25 @@ Typical usage:
   gcloud ai custom-jobs create --region=us-central1 --display-name=mnist-pss \
       --config=/tmp/pss.yaml
 
-  # Submit with the Vertex AI SDK (pip install -e '.[vertex]'), then follow it:
+  # Submit with the Vertex AI API client (pip install -e '.[vertex]'), then follow it:
   python deploy/vertex/submit.py --config=deploy/vertex/pss.yaml \
       --image_uri=... --output_dir=gs://... --project=my-project --region=us-central1
 
 The spec files hold ${IMAGE_URI} and ${OUTPUT_DIR}; every one must be given, so a
-half-filled spec never reaches Vertex AI. google-cloud-aiplatform is imported only
-when submitting, so rendering and the tests need only PyYAML.
+half-filled spec never reaches Vertex AI. Submitting sends the whole spec, every
+CustomJobSpec field in it (scheduling, serviceAccount, network, tensorboard, ...),
+as gcloud's --config does, and refuses a file with a field CustomJobSpec lacks.
+google-cloud-aiplatform is imported only when submitting, so rendering needs
+only PyYAML.
 """
 
 import argparse
 import json
-import re
 import string
 import sys
+import time
 
 import yaml
-
-_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def render_spec(template_text: str, values: dict[str, str]) -> dict:
@@ -63,42 +64,83 @@ def _visit_strings(value, fn):
   return fn(value) if isinstance(value, str) else value
 
 
-def to_snake_case(value):
-  """Turns the REST (camelCase) keys of a spec into the SDK's proto field names."""
-  if isinstance(value, dict):
-    return {_CAMEL_HUMP.sub(r"_\1", k).lower(): to_snake_case(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return [to_snake_case(v) for v in value]
-  return value
+def parse_job_spec(spec: dict):
+  """The whole rendered spec as the API's CustomJobSpec message, every field kept.
+
+  Raises ValueError naming a field that CustomJobSpec (or a message inside it)
+  does not have, as `gcloud ai custom-jobs create --config` would refuse it,
+  rather than leaving it out of the job.
+  """
+  from google.cloud import aiplatform_v1  # The optional `vertex` extra.
+  from google.protobuf import json_format
+
+  try:
+    return aiplatform_v1.CustomJobSpec.from_json(json.dumps(spec))
+  except json_format.ParseError as e:
+    raise ValueError(f"not a Vertex AI CustomJobSpec: {e}") from None
 
 
-def build_custom_job(spec: dict, *, display_name: str, project: str | None,
-                     region: str, credentials=None):
-  """The SDK's CustomJob for a rendered spec; nothing is sent until it runs."""
-  from google.cloud import aiplatform  # The optional `vertex` extra.
+def make_job_client(region: str, credentials=None):
+  """The Vertex AI job service of `region` (the API is regional)."""
+  from google.cloud import aiplatform_v1
 
-  output_dir = spec["baseOutputDirectory"]["outputUriPrefix"]
-  return aiplatform.CustomJob(
-      display_name=display_name,
-      worker_pool_specs=to_snake_case(spec["workerPoolSpecs"]),
-      base_output_dir=output_dir,
-      # The SDK insists on a staging bucket even for a prebuilt image, where it
-      # stages nothing; the output directory's bucket will do.
-      staging_bucket=output_dir,
-      project=project, location=region, credentials=credentials)
+  return aiplatform_v1.JobServiceClient(
+      credentials=credentials,
+      client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
 
 
-def submit(spec: dict, *, display_name: str, project: str | None, region: str,
-           service_account: str | None = None, sync: bool = True):
-  """Creates and runs a CustomJob from a rendered spec; returns the SDK's job."""
-  job = build_custom_job(spec, display_name=display_name, project=project, region=region)
-  # run() blocks, logging the job's state, until the chief (pool 0) ends the job;
-  # submit() returns once Vertex AI has accepted it.
-  if sync:
-    job.run(service_account=service_account)
-  else:
-    job.submit(service_account=service_account)
-  return job
+def default_project() -> str:
+  """The project of the application default credentials (gcloud's, or the VM's)."""
+  import google.auth
+  import google.auth.exceptions
+
+  try:
+    _, project = google.auth.default()
+  except google.auth.exceptions.DefaultCredentialsError as e:
+    raise ValueError(f"no --project given and no default credentials: {e}") from None
+  if not project:
+    raise ValueError("no --project given and the default credentials name none "
+                     "(gcloud config set project PROJECT)")
+  return project
+
+
+def submit(spec: dict, *, display_name: str, project: str, region: str,
+           service_account: str | None = None, client=None):
+  """Creates a CustomJob of the whole spec; returns the job as Vertex AI accepted it.
+
+  `service_account` fills the spec's serviceAccount; a spec that names another
+  one is refused rather than silently overridden.
+  """
+  from google.cloud import aiplatform_v1
+
+  job_spec = parse_job_spec(spec)
+  if service_account:
+    if job_spec.service_account and job_spec.service_account != service_account:
+      raise ValueError(f"--service_account={service_account} but the spec's "
+                       f"serviceAccount is {job_spec.service_account}; give one")
+    job_spec.service_account = service_account
+  client = client or make_job_client(region)
+  return client.create_custom_job(
+      parent=f"projects/{project}/locations/{region}",
+      custom_job=aiplatform_v1.CustomJob(display_name=display_name, job_spec=job_spec))
+
+
+_FINAL_STATES = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+                 "JOB_STATE_EXPIRED")
+
+
+def wait_for_job(client, name: str, *, poll_s: float = 60.0, sleep=time.sleep):
+  """Polls the job until it ends, printing each change of state; returns the job."""
+  last_state = None
+  while True:
+    job = client.get_custom_job(name=name)
+    state = job.state.name
+    if state != last_state:
+      print(f"{name}: {state}", file=sys.stderr, flush=True)
+      last_state = state
+    if state in _FINAL_STATES:
+      return job
+    sleep(poll_s)
 
 
 def main(argv=None) -> int:
@@ -119,17 +161,30 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if not args.output_dir.startswith("gs://"):
     parser.error(f"--output_dir must be a gs:// URI, got {args.output_dir!r}")
-  with open(args.config) as f:
-    spec = render_spec(f.read(), {"IMAGE_URI": args.image_uri,
-                                  "OUTPUT_DIR": args.output_dir.rstrip("/")})
-  if args.render:
-    # JSON is YAML: the output keeps the REST field names gcloud expects.
-    print(json.dumps(spec, indent=2))
+  try:
+    with open(args.config) as f:
+      spec = render_spec(f.read(), {"IMAGE_URI": args.image_uri,
+                                    "OUTPUT_DIR": args.output_dir.rstrip("/")})
+    if args.render:
+      # JSON is YAML: the output keeps the REST field names gcloud expects.
+      print(json.dumps(spec, indent=2))
+      return 0
+    client = make_job_client(args.region)
+    job = submit(spec, display_name=args.display_name,
+                 project=args.project or default_project(), region=args.region,
+                 service_account=args.service_account, client=client)
+  except (OSError, KeyError, ValueError, yaml.YAMLError) as e:
+    message = e.args[0] if isinstance(e, KeyError) else e
+    print(f"error: {args.config}: {message}", file=sys.stderr)
+    return 2
+  print(job.name)
+  if args.no_wait:
     return 0
-  job = submit(spec, display_name=args.display_name, project=args.project,
-               region=args.region, service_account=args.service_account,
-               sync=not args.no_wait)
-  print(job.resource_name)
+  job = wait_for_job(client, job.name)
+  if job.state.name != "JOB_STATE_SUCCEEDED":
+    print(f"error: {job.name} ended {job.state.name}: {job.error.message}",
+          file=sys.stderr)
+    return 1
   return 0
 
 

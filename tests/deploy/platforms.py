@@ -154,8 +154,11 @@ def dry_run(args: list[str], tf_config: str | None, *,
     env["TF_CONFIG"] = tf_config
   env.update(extra_env or {})
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from train import config
+
+  task_argv = config.task_argv(options=config.TaskOptions(dry_run=True))
   result = subprocess.run(
-      [sys.executable, "-m", "train.task", "--dry_run", *args], cwd=REPO, env=env,
+      [sys.executable, "-m", config.TASK_MODULE, *task_argv, *args], cwd=REPO, env=env,
       capture_output=True, text=True, timeout=timeout_s)
   assert result.returncode == 0, (
       f"train.task --dry_run {' '.join(args)} exited {result.returncode}\n"

@@ -67,10 +67,18 @@ _BATCHING_FIELDS = (
     ("thread_pool_name", 5, ".google.protobuf.StringValue", False),
     ("allowed_batch_sizes", 6, "int64", True),
     ("pad_variable_length_inputs", 7, "bool", False),
+    ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue", False),
+    ("max_execution_batch_size", 9, ".google.protobuf.Int64Value", False),
 )
 
 
 def batching_parameters_class():
+  """TF Serving's own message where a wheel ships it, else the table above."""
+  try:
+    from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+    return session_bundle_config_pb2.BatchingParameters
+  except ImportError:
+    pass
   from google.protobuf import wrappers_pb2
 
   pool = descriptor_pool.DescriptorPool()
@@ -161,22 +169,27 @@ def test_training_image_copies_only_what_exists():
     (cluster.EVALUATOR, 0, cluster.SIDECAR_EVALUATOR),
 ])
 def test_training_image_command_parses_for_every_role(task_type, index, role):
-  """The image's ENTRYPOINT + CMD, run as `--dry_run`, with each task's TF_CONFIG."""
+  """The image's ENTRYPOINT, run as `--dry_run`, with each task's TF_CONFIG."""
   instructions = parse_dockerfile(TRAIN_DOCKERFILE)
-  entrypoint, cmd = exec_form(instructions, "ENTRYPOINT"), exec_form(instructions, "CMD")
+  entrypoint = exec_form(instructions, "ENTRYPOINT")
   assert entrypoint[:3] == ["python", "-m", "train.task"]
   tf_config = json.dumps({
       "cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"], "ps": ["p:2222"]},
       "task": {"type": task_type, "index": index}})
-  described = platforms.dry_run(entrypoint[3:] + cmd, tf_config)
+  described = platforms.dry_run(entrypoint[3:], tf_config)
   assert described["role"] == role
   assert described["strategy"] == cluster.PARAMETER_SERVER
   assert described["task"]["type"] == task_type
 
 
+def test_training_image_passes_no_defaults_of_its_own():
+  """train.task's defaults live in train/config.py only: the image adds no CMD."""
+  assert not [rest for kw, rest in parse_dockerfile(TRAIN_DOCKERFILE) if kw == "CMD"]
+
+
 def test_training_image_command_without_tf_config_trains_alone():
   instructions = parse_dockerfile(TRAIN_DOCKERFILE)
-  described = platforms.dry_run(exec_form(instructions, "CMD"), None)
+  described = platforms.dry_run(exec_form(instructions, "ENTRYPOINT")[3:], None)
   assert (described["role"], described["strategy"]) == (cluster.STANDALONE,
                                                         cluster.ONE_DEVICE)
 
@@ -221,6 +234,32 @@ def test_batching_parameters_parse_and_are_consistent():
   sizes = list(params.allowed_batch_sizes)
   # TF Serving refuses to start unless these rise and end at max_batch_size.
   assert sizes == sorted(set(sizes)) and sizes[-1] == params.max_batch_size.value
+
+
+def test_batching_splits_requests_larger_than_a_batch():
+  """Without splitting, TF Serving rejects a request of more rows than a batch holds."""
+  flags = serving_entrypoint_flags()
+  params = text_format.Parse(
+      copied_into_image(flags["batching_parameters_file"]).read_text(),
+      batching_parameters_class()())
+  assert params.HasField("enable_large_batch_splitting")
+  assert params.enable_large_batch_splitting.value
+  # The batch run is max_execution_batch_size (without it, max_batch_size: no
+  # split ever happens); the shared batch scheduler refuses one over max_batch_size,
+  # the largest request accepted.
+  assert params.HasField("max_execution_batch_size")
+  execution = params.max_execution_batch_size.value
+  assert 0 < execution < params.max_batch_size.value
+  # Batches are padded up to an allowed size: the largest batch must be one, or a
+  # full batch would be padded to the largest request.
+  assert execution in params.allowed_batch_sizes
+
+
+def test_batching_parser_knows_the_splitting_fields():
+  params = text_format.Parse("enable_large_batch_splitting { value: true }\n"
+                             "max_execution_batch_size { value: 16 }",
+                             batching_parameters_class()())
+  assert params.max_execution_batch_size.value == 16
 
 
 def test_batching_parser_rejects_unknown_fields():

@@ -164,8 +164,8 @@ def test_pss_cluster_sizes_match_the_pools():
   spec = rendered("pss.yaml")
   config = cluster.parse_tf_config(platforms.vertex_tf_config(spec, 0, 0))
   pools = spec["workerPoolSpecs"]
-  assert config.num_workers == pools[1]["replicaCount"]
-  assert config.num_ps == pools[2]["replicaCount"]
+  assert len(config.cluster[cluster.WORKER]) == pools[1]["replicaCount"]
+  assert len(config.cluster[cluster.PS]) == pools[2]["replicaCount"]
   assert config.num_evaluators == 0  # Vertex AI keeps the evaluator out of `cluster`.
 
 
@@ -179,7 +179,6 @@ def test_legacy_ai_platform_tf_config_resolves():
     assert strategy == cluster.PARAMETER_SERVER
     assert cluster.resolve_role(config, strategy) == role
     assert config.is_chief == (task_type == "master")
-    assert config.environment == "cloud"
   # Without ps the same form is a MultiWorkerMirrored cluster, master included.
   config = cluster.parse_tf_config(platforms.ai_platform_tf_config(2, 0, "master", 0))
   assert cluster.resolve_strategy(config, cluster.AUTO) == cluster.MULTI_WORKER_MIRRORED
@@ -209,30 +208,157 @@ def test_render_command_prints_a_spec_gcloud_reads(capsys):
   assert yaml.safe_load(capsys.readouterr().out) == rendered("pss.yaml")
 
 
-def test_snake_case_matches_the_sdk_field_names():
-  assert submit.to_snake_case(
-      {"machineSpec": {"machineType": "n1"}, "replicaCount": 1,
-       "containerSpec": {"imageUri": "i", "args": ["--max_steps=1"]},
-       "diskSpec": {"bootDiskSizeGb": 100}}) == {
-      "machine_spec": {"machine_type": "n1"}, "replica_count": 1,
-      "container_spec": {"image_uri": "i", "args": ["--max_steps=1"]},
-      "disk_spec": {"boot_disk_size_gb": 100}}
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_is_a_valid_custom_job_spec_proto(name):
+  """Against the real v1 proto (google-cloud-aiplatform, in the test extra)."""
+  spec = rendered(name)
+  proto = submit.parse_job_spec(spec)  # Unknown fields raise.
+  assert len(proto.worker_pool_specs) == len(spec["workerPoolSpecs"])
+  assert proto.base_output_directory.output_uri_prefix == VALUES["OUTPUT_DIR"]
+
+
+class FakeJobClient:
+  """Vertex AI's JobServiceClient, as far as submit.py uses it; nothing is sent."""
+
+  def __init__(self, states=("JOB_STATE_SUCCEEDED",)):
+    self.created = []
+    self.states = list(states)
+
+  def create_custom_job(self, *, parent, custom_job):
+    from google.cloud import aiplatform_v1
+
+    self.created.append((parent, custom_job))
+    return aiplatform_v1.CustomJob(name=f"{parent}/customJobs/123",
+                                   display_name=custom_job.display_name,
+                                   job_spec=custom_job.job_spec,
+                                   state=aiplatform_v1.JobState.JOB_STATE_QUEUED)
+
+  def get_custom_job(self, *, name):
+    from google.cloud import aiplatform_v1
+
+    state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+    return aiplatform_v1.CustomJob(name=name, state=aiplatform_v1.JobState[state])
+
+
+def sent_spec(client: FakeJobClient) -> dict:
+  """The CustomJobSpec the client was asked to create, as REST JSON."""
+  from google.cloud import aiplatform_v1
+
+  ((_, job),) = client.created
+  return json.loads(aiplatform_v1.CustomJobSpec.to_json(
+      job.job_spec, always_print_fields_with_no_presence=False))
+
+
+def rest_json(spec: dict) -> dict:
+  """`spec` as the API writes it back (64-bit integers as strings)."""
+  from google.cloud import aiplatform_v1
+
+  return json.loads(aiplatform_v1.CustomJobSpec.to_json(
+      aiplatform_v1.CustomJobSpec.from_json(json.dumps(spec)),
+      always_print_fields_with_no_presence=False))
+
+
+# CustomJobSpec fields beyond the pools and the output directory, as a user adds
+# them to a spec; gcloud's --config honours every one.
+EXTRA_FIELDS = {
+    "scheduling": {"timeout": "86400s", "restartJobOnWorkerRestart": True},
+    "serviceAccount": "trainer@my-project.iam.gserviceaccount.com",
+    "network": "projects/12345/global/networks/my-vpc",
+    "tensorboard": "projects/my-project/locations/us-central1/tensorboards/7",
+    "enableWebAccess": True,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_spec_is_a_valid_custom_job_spec_proto(name):
-  """Against the real v1 proto, when the optional `vertex` extra is installed."""
-  types = pytest.importorskip(
-      "google.cloud.aiplatform_v1.types",
-      reason="google-cloud-aiplatform (the `vertex` extra) is not installed")
-  from google.auth.credentials import AnonymousCredentials
+def test_submit_sends_every_field_of_the_spec(name):
+  spec = {**rendered(name), **EXTRA_FIELDS}
+  client = FakeJobClient()
+  job = submit.submit(spec, display_name="mnist-test", project="my-project",
+                      region="us-central1", client=client)
+  ((parent, created),) = client.created
+  assert parent == "projects/my-project/locations/us-central1"
+  assert created.display_name == "mnist-test"
+  assert sent_spec(client) == rest_json(spec)
+  assert set(EXTRA_FIELDS) <= set(sent_spec(client))
+  assert job.name == parent + "/customJobs/123"
 
-  spec = rendered(name)
-  proto = types.CustomJobSpec.from_json(json.dumps(spec))  # Unknown fields raise.
-  assert len(proto.worker_pool_specs) == len(spec["workerPoolSpecs"])
-  job = submit.build_custom_job(spec, display_name="test", project="my-project",
-                                region="us-central1", credentials=AnonymousCredentials())
-  built = job._gca_resource.job_spec  # Nothing was sent.
-  assert built.base_output_directory.output_uri_prefix == VALUES["OUTPUT_DIR"]
-  assert [p.replica_count for p in built.worker_pool_specs] == [
-      p["replicaCount"] for p in spec["workerPoolSpecs"]]
+
+def test_submit_refuses_a_field_custom_job_spec_lacks():
+  client = FakeJobClient()
+  spec = {**rendered("pss.yaml"), "schedulling": {"timeout": "60s"}}
+  with pytest.raises(ValueError, match="schedulling"):
+    submit.submit(spec, display_name="x", project="p", region="r", client=client)
+  nested = rendered("pss.yaml")
+  nested["workerPoolSpecs"][1]["replicaCont"] = 3
+  with pytest.raises(ValueError, match=r"replicaCont.*workerPoolSpecs\[1\]"):
+    submit.submit(nested, display_name="x", project="p", region="r", client=client)
+  assert not client.created
+
+
+def test_submit_service_account_flag_fills_the_spec_or_conflicts():
+  client = FakeJobClient()
+  submit.submit(rendered("mwms.yaml"), display_name="x", project="p", region="r",
+                service_account="sa@p.iam.gserviceaccount.com", client=client)
+  assert sent_spec(client)["serviceAccount"] == "sa@p.iam.gserviceaccount.com"
+  spec = {**rendered("mwms.yaml"), "serviceAccount": "other@p.iam.gserviceaccount.com"}
+  with pytest.raises(ValueError, match="other@p"):
+    submit.submit(spec, display_name="x", project="p", region="r",
+                  service_account="sa@p.iam.gserviceaccount.com", client=client)
+
+
+def test_wait_for_job_follows_the_states_until_the_end(capsys):
+  client = FakeJobClient(["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_RUNNING",
+                          "JOB_STATE_FAILED"])
+  sleeps = []
+  job = submit.wait_for_job(client, "projects/p/locations/r/customJobs/1", poll_s=30,
+                            sleep=sleeps.append)
+  assert job.state.name == "JOB_STATE_FAILED"
+  assert sleeps == [30, 30, 30]
+  lines = capsys.readouterr().err.splitlines()
+  assert [l.rsplit(" ", 1)[1] for l in lines] == [
+      "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"]
+
+
+def test_submit_command_reports_a_bad_spec_without_a_traceback(tmp_path, capsys,
+                                                              monkeypatch):
+  client = FakeJobClient()
+  monkeypatch.setattr(submit, "make_job_client", lambda region: client)
+  config = tmp_path / "bad.yaml"
+  config.write_text((VERTEX / "pss.yaml").read_text() + "enableWebAcess: true\n")
+  assert submit.main(["--config", str(config), "--project", "p",
+                      "--image_uri", VALUES["IMAGE_URI"],
+                      "--output_dir", VALUES["OUTPUT_DIR"]]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {config}: ") and "enableWebAcess" in err
+  assert "Traceback" not in err and not client.created
+
+
+def test_submit_command_creates_and_follows_the_job(capsys, monkeypatch):
+  client = FakeJobClient(["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"])
+  monkeypatch.setattr(submit, "make_job_client", lambda region: client)
+  monkeypatch.setattr(submit.time, "sleep", lambda s: None)
+  assert submit.main(["--config", str(VERTEX / "pss.yaml"), "--project", "my-project",
+                      "--region", "europe-west4", "--image_uri", VALUES["IMAGE_URI"],
+                      "--output_dir", VALUES["OUTPUT_DIR"]]) == 0
+  ((parent, _),) = client.created
+  assert parent == "projects/my-project/locations/europe-west4"
+  assert sent_spec(client) == rest_json(rendered("pss.yaml"))
+  assert capsys.readouterr().out.strip() == parent + "/customJobs/123"
+
+
+# Vertex AI starts each replica's code as soon as its machine is ready, so the
+# first ones wait minutes for the machines and image pulls of the others.
+MIN_CLUSTER_TIMEOUT_S = 600
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_replica_waits_long_enough_for_its_peers(name):
+  for index, pool in enumerate(rendered(name)["workerPoolSpecs"]):
+    args = pool["containerSpec"]["args"]
+    timeouts = [float(a.split("=", 1)[1]) for a in args
+                if a.startswith("--cluster_timeout=")]
+    assert timeouts and timeouts[-1] >= MIN_CLUSTER_TIMEOUT_S, (
+        f"workerPoolSpecs[{index}]: --cluster_timeout {timeouts or 'not given'}")
+    evals = [float(a.split("=", 1)[1]) for a in args if a.startswith("--eval_timeout=")]
+    # The evaluator must outwait a chief that restarts and waits for its peers.
+    assert evals and evals[-1] >= 2 * timeouts[-1], f"workerPoolSpecs[{index}]"

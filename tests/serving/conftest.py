@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 
 import grpc
@@ -11,16 +10,11 @@ import pytest
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from common import processes
 from model import cnn
 from serving.server import config
 from serving.server import model_server as model_server_lib
 from train import export
-
-
-def pick_free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def copy_version(export_dir: str, base_path: str, version: int) -> str:
@@ -50,7 +44,7 @@ def model_server(export_dir):
   """The embedded server on free ports (gRPC and REST), loading once (no polling)."""
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, rest_api_port=pick_free_port(), file_system_poll_wait_seconds=0)
+      port=0, rest_api_port=processes.pick_free_ports(1)[0], file_system_poll_wait_seconds=0)
   s = model_server_lib.ModelServer(options).start()
   try:
     yield s

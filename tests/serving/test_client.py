@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import subprocess
+import sys
 import types
 
 import grpc
@@ -12,8 +14,9 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from model import contract
 from common import mnist
+from common import processes
+from model import contract
 from serving import client
 from serving.server import config
 from serving.server import model_server as model_server_lib
@@ -112,12 +115,26 @@ def test_predict_and_concurrent_batches_against_the_server(stub, sample_images):
   np.testing.assert_allclose(example.scores, single.scores, atol=1e-6)
 
 
+def test_wait_until_serving(channel):
+  client.wait_until_serving(channel, timeout_s=10)
+  (port,) = processes.pick_free_ports(1)  # Nobody listens there.
+  with grpc.insecure_channel(f"{processes.LOCALHOST}:{port}") as nowhere:
+    with pytest.raises(client.NotServingError, match="not serving after 0.5s"):
+      client.wait_until_serving(nowhere, timeout_s=0.5, poll_s=0.1)
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait(30)
+    with pytest.raises(client.NotServingError, match="exited with code 3"):
+      client.wait_until_serving(nowhere, timeout_s=30, process=exited)
+
+
 def test_metadata_and_status(stub, model_stub):
   version, signatures = client.get_model_metadata(stub)
   assert version == 1
   text = client.format_signatures(signatures)
   assert ("serving_default (tensorflow/serving/predict): image float32 [-1,784], key int64 [-1]"
           " -> key int64 [-1], scores float32 [-1,10]") in text
+  # TF Serving lists the TF2 init op's signature too, with an output of no dtype.
+  assert "__saved_model_init_op ():  -> __saved_model_init_op invalid <unknown rank>" in text
   assert client.get_model_status(model_stub) == [(1, "AVAILABLE", "OK", "")]
 
 
@@ -126,7 +143,8 @@ def _tls_server(export_dir, certificates, client_verify):
                           certificates["client_cert"] if client_verify else "", client_verify)
   return model_server_lib.ModelServer(config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, ssl=ssl))
+      port=0, file_system_poll_wait_seconds=0, load=config.LoadOptions(enable_model_warmup=False),
+      ssl=ssl))
 
 
 def test_tls_and_mutual_tls(export_dir, certificates, sample_images):

@@ -5,18 +5,40 @@ import re
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
 from train import benchmark
+from train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_steady_throughput_skips_the_warm_up_interval():
-  history = [[10, 5.0, 0.5, 100.0], [20, 6.0, 0.6, 900.0], [30, 7.0, 0.7, 1000.0],
-             [40, 8.0, 0.8, 1100.0]]
+  history = [loop.Interval(10, 5.0, 0.5, 100.0)._asdict(),
+             loop.Interval(20, 6.0, 0.6, 900.0)._asdict(),
+             loop.Interval(30, 7.0, 0.7, 1000.0)._asdict(),
+             loop.Interval(40, 8.0, 0.8, 1100.0)._asdict()]
   assert benchmark.steady_throughput(history) == 1000.0
   assert benchmark.steady_throughput(history[:1]) == 100.0
+
+
+def parsed(*argv):
+  flag_values = flags.FlagValues()
+  benchmark.define_flags(flag_values)
+  flag_values(["benchmark", *argv])
+  return flag_values
+
+
+def test_setups_and_accuracy_targets_are_checked_before_anything_runs():
+  assert benchmark.setups_from_flags(parsed("--setups=0,3")) == (
+      benchmark.SETUPS[0], benchmark.SETUPS[3])
+  with pytest.raises(ValueError, match=r"--setups 4,x: expected indices among 0, 1, 2, 3"):
+    benchmark.setups_from_flags(parsed("--setups=1,4,x"))
+  assert benchmark.accuracy_targets_from_flags(parsed("--time_to_accuracy=0.9,1")) == [0.9, 1.0]
+  for bad in ("abc", "99"):
+    with pytest.raises(ValueError, match=rf"--time_to_accuracy '{bad}': expected accuracies"):
+      benchmark.accuracy_targets_from_flags(parsed(f"--time_to_accuracy=0.9,{bad}"))
 
 
 @pytest.mark.slow

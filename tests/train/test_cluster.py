@@ -42,7 +42,7 @@ def test_legacy_master_is_mapped_to_chief():
 
 def test_vertex_fields_are_accepted():
   config = parse(VERTEX)
-  assert config.trial == "3" and config.environment == "cloud"
+  assert config.trial == "3"
   assert c.resolve_role(config, c.resolve_strategy(config)) == c.COORDINATOR
 
 
@@ -72,6 +72,25 @@ def test_workers_only_is_multi_worker_mirrored_with_worker_0_chief():
   assert c.resolve_strategy(w0) == c.MULTI_WORKER_MIRRORED
   assert c.resolve_role(w1, c.MULTI_WORKER_MIRRORED) == c.COLLECTIVE
   assert (w0.is_chief, w1.is_chief) == (True, False)
+
+
+@pytest.mark.parametrize("cluster", [
+    {"chief": ["c:2222"]},                          # Vertex AI, one replica.
+    {"master": ["m:2222"]},                         # AI Platform, scale tier BASIC.
+    {"chief": ["c:2222"], "evaluator": ["e:2222"]},  # TFJob: the evaluator is no peer.
+    {"worker": ["w:2222"]},
+], ids=["chief", "master", "chief+evaluator", "one-worker"])
+def test_a_cluster_of_one_task_trains_on_one_device(cluster):
+  (task_type,) = [t for t in cluster if t != "evaluator"]
+  config = parse({"cluster": cluster, "task": {"type": task_type, "index": 0}})
+  assert c.resolve_strategy(config) == c.ONE_DEVICE
+  assert c.resolve_role(config, c.ONE_DEVICE) == c.STANDALONE
+  assert config.is_chief
+  if "evaluator" in cluster:
+    evaluator = parse({"cluster": cluster, "task": {"type": "evaluator", "index": 0}})
+    assert c.resolve_role(evaluator, c.resolve_strategy(evaluator)) == c.SIDECAR_EVALUATOR
+  # Asked for by name, a collective strategy is still honoured.
+  assert c.resolve_strategy(config, c.MULTI_WORKER_MIRRORED) == c.MULTI_WORKER_MIRRORED
 
 
 def test_forced_strategy_must_fit_cluster():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from train import config as config_lib
 from train import export
 from train import local_cluster
 
@@ -24,18 +25,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLUSTER_TIMEOUT_S = 240
 
 
-def task_args(workdir, max_steps, *extra):
-  return [f"--log_dir={workdir / 'logs'}", f"--model_dir={workdir / 'model'}",
-          f"--max_steps={max_steps}", "--checkpoint=20", "--batch_size=32",
-          "--steps_per_execution=5", "--data_dir=synthetic", "--cluster_timeout=60",
-          f"--result_json={workdir / 'result.json'}", *extra]
-
-
-def start(cluster, args, workdir, **kwargs):
+def start(cluster, workdir, max_steps, **kwargs):
+  """A LocalCluster training on synthetic data into `workdir` to `max_steps`."""
+  train_config = config_lib.TrainConfig(
+      log_dir=str(workdir / "logs"), model_dir=str(workdir / "model"), max_steps=max_steps,
+      checkpoint_interval=20, global_batch_size=32, steps_per_execution=5,
+      data_dir="synthetic")
+  options = config_lib.TaskOptions(cluster_timeout_s=60,
+                                   result_json=str(workdir / "result.json"))
   log = open(workdir / "cluster.log", "a")
   env = dict(os.environ, TMPDIR=str(workdir / "tmp"))
   os.makedirs(workdir / "tmp", exist_ok=True)
-  return local_cluster.LocalCluster(cluster, args, output=log, env=env, **kwargs)
+  return local_cluster.LocalCluster(cluster, train_config, options, output=log, env=env,
+                                    **kwargs)
 
 
 def log_tail(workdir, n=4000):
@@ -90,7 +92,7 @@ def test_legacy_master_cluster_trains_to_completion(tmp_path):
   """TF_CONFIG in the r0.12 / AI Platform form: master, worker, ps."""
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=2, legacy_master=True)
   assert "master" in cluster and "chief" not in cluster
-  with start(cluster, task_args(tmp_path, 60), tmp_path) as local:
+  with start(cluster, tmp_path, 60) as local:
     code = local.wait(CLUSTER_TIMEOUT_S)
   assert code == 0, log_tail(tmp_path)
   assert_trained_and_exported_once(tmp_path, 60)
@@ -100,7 +102,7 @@ def test_legacy_master_cluster_trains_to_completion(tmp_path):
 
 def test_multi_worker_mirrored_only_the_chief_writes(tmp_path):
   cluster = local_cluster.make_cluster(num_ps=0, num_workers=2)
-  with start(cluster, task_args(tmp_path, 40), tmp_path) as local:
+  with start(cluster, tmp_path, 40) as local:
     code = local.wait(CLUSTER_TIMEOUT_S)
   assert code == 0, log_tail(tmp_path)
   assert_trained_and_exported_once(tmp_path, 40)
@@ -110,15 +112,15 @@ def test_multi_worker_mirrored_only_the_chief_writes(tmp_path):
   assert os.listdir(tmp_path / "tmp") == []  # worker 1's scratch checkpoints removed.
   # Resumes after a restart of the whole job.
   cluster = local_cluster.make_cluster(num_ps=0, num_workers=2)
-  with start(cluster, task_args(tmp_path, 60), tmp_path) as local:
+  with start(cluster, tmp_path, 60) as local:
     assert local.wait(CLUSTER_TIMEOUT_S) == 0, log_tail(tmp_path)
   assert "Resumed from" in log_tail(tmp_path, 10**7)
-  assert json.load(open(tmp_path / "result.json"))["history"][0][0] == 60
+  assert json.load(open(tmp_path / "result.json"))["history"][0]["step"] == 60
 
 
 def test_worker_killed_mid_run_job_still_finishes(tmp_path):
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=2)
-  with start(cluster, task_args(tmp_path, 200), tmp_path) as local:
+  with start(cluster, tmp_path, 200) as local:
     wait_for_checkpoint(tmp_path / "logs", local)
     victim = local.task("worker:1")
     victim.process.send_signal(signal.SIGKILL)
@@ -138,7 +140,7 @@ def test_worker_killed_mid_run_job_still_finishes(tmp_path):
 
 def test_ps_killed_fails_clearly_and_restart_resumes(tmp_path):
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=1)
-  with start(cluster, task_args(tmp_path, 400), tmp_path) as local:
+  with start(cluster, tmp_path, 400) as local:
     wait_for_checkpoint(tmp_path / "logs", local)
     local.task("ps:0").process.send_signal(signal.SIGKILL)
     chief = next(t for t in local.tasks if t.is_chief)
@@ -147,7 +149,7 @@ def test_ps_killed_fails_clearly_and_restart_resumes(tmp_path):
   assert f"lost ps:0 ({cluster['ps'][0]}) during training" in log_tail(tmp_path)
   saved = checkpoint_step(tmp_path / "logs")
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=1)
-  with start(cluster, task_args(tmp_path, saved + 20), tmp_path) as local:
+  with start(cluster, tmp_path, saved + 20) as local:
     assert local.wait(CLUSTER_TIMEOUT_S) == 0, log_tail(tmp_path)
   assert f"at step {saved}" in log_tail(tmp_path)
   assert checkpoint_step(tmp_path / "logs") == saved + 20
@@ -155,7 +157,7 @@ def test_ps_killed_fails_clearly_and_restart_resumes(tmp_path):
 
 def test_chief_killed_restart_resumes_and_exports_are_whole(tmp_path):
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=1)
-  with start(cluster, task_args(tmp_path, 400), tmp_path) as local:
+  with start(cluster, tmp_path, 400) as local:
     wait_for_checkpoint(tmp_path / "logs", local)
     next(t for t in local.tasks if t.is_chief).process.send_signal(signal.SIGKILL)
     assert local.wait(30) != 0
@@ -163,7 +165,7 @@ def test_chief_killed_restart_resumes_and_exports_are_whole(tmp_path):
   assert not os.path.exists(tmp_path / "model") or not [
       n for n in os.listdir(tmp_path / "model") if n.isdigit()]
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=1)
-  with start(cluster, task_args(tmp_path, saved + 20), tmp_path, evaluator=True) as local:
+  with start(cluster, tmp_path, saved + 20, evaluator=True) as local:
     assert local.wait(CLUSTER_TIMEOUT_S) == 0, log_tail(tmp_path)
   assert f"at step {saved}" in log_tail(tmp_path, 10**7)
   for name in os.listdir(tmp_path / "model"):

@@ -118,20 +118,32 @@ def test_verification_catches_a_model_that_differs(trained, tmp_path):
     export.verify_export(path, trained, _images(4))
 
 
-def test_export_from_checkpoint_matches_the_trained_model(trained, tmp_path):
-  optimizer = tf_keras.optimizers.Adam()
-  optimizer.build(trained.trainable_variables)
-  checkpoint = tf.train.Checkpoint(model=trained, optimizer=optimizer,
-                                   step=optimizer.iterations)
-  optimizer.iterations.assign(42)
-  checkpoint.save(str(tmp_path / "ckpt" / "ckpt"))
-  model, step = export.restore_model(str(tmp_path / "ckpt"))
-  assert step == 42
-  images = _images(4)
-  np.testing.assert_allclose(model(images, training=False), trained(images, training=False),
-                             atol=1e-6)
-  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
-    export.restore_model(str(tmp_path / "empty"))
+def run_export(*args):
+  return subprocess.run([sys.executable, "-m", "train.export", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=180)
+
+
+def test_export_command_without_a_checkpoint_exits_2_naming_the_path(tmp_path):
+  missing = tmp_path / "nowhere"
+  run = run_export(f"--checkpoint_dir={missing}", f"--model_dir={tmp_path / 'model'}")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert run.stderr.strip() == (
+      f"error: no checkpoint found in {missing}, which does not exist: expected a directory "
+      "with a 'checkpoint' file (the trainer's --checkpoint_dir, by default its --log_dir), "
+      "or a checkpoint prefix")
+  assert not os.path.exists(tmp_path / "model")  # Nothing written.
+
+
+@pytest.mark.slow
+def test_export_command_refuses_a_model_dir_it_cannot_write(trained, tmp_path):
+  tf.train.Checkpoint(model=trained).save(str(tmp_path / "logs" / "ckpt"))
+  (tmp_path / "file").write_text("")
+  run = run_export(f"--checkpoint_dir={tmp_path / 'logs'}",
+                   f"--model_dir={tmp_path / 'file' / 'model'}", "--version=3")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert (f"error: cannot write the exported model (--model_dir) to {tmp_path}/file/model: "
+          f"{tmp_path}/file is not a directory") in run.stderr
+  assert "Traceback" not in run.stderr
 
 
 @pytest.mark.slow

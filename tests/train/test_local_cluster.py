@@ -16,6 +16,7 @@ import time
 import pytest
 
 from train import cluster as cluster_lib
+from train import config as config_lib
 from train import local_cluster
 
 # Acts out a task: `$BEHAVIOUR` is JSON {task name: [exit code or null, seconds]}.
@@ -43,11 +44,37 @@ def launch(fake_python, behaviour, num_ps=1, num_workers=2, evaluator=False, tim
   cluster = local_cluster.make_cluster(num_ps, num_workers)
   output = io.StringIO()
   env = dict(os.environ, BEHAVIOUR=json.dumps(behaviour))
-  with local_cluster.LocalCluster(cluster, ["--max_steps=5"], evaluator=evaluator, env=env,
-                                  output=output, python=fake_python) as local:
+  with local_cluster.LocalCluster(cluster, config_lib.TrainConfig(max_steps=5),
+                                  evaluator=evaluator, env=env, output=output,
+                                  python=fake_python) as local:
     code = local.wait(timeout, poll_s=0.05)
   assert all(t.process.poll() is not None for t in local.tasks), "a task outlived the launcher"
   return code, output.getvalue()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_launcher(*args):
+  return subprocess.run([sys.executable, "-m", "train.local_cluster", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num_workers=abc"], "flag --num_workers=abc: invalid literal for int()"),
+    (["--nonexistent_flag"], "Unknown command line flag 'nonexistent_flag'"),
+    (["--max_steps=5"],
+     "Unknown command line flag 'max_steps'\n--max_steps is train.task's: give it after `--`"),
+    (["--num_workers=0"], "num_workers must be at least 1, got 0"),
+    (["--", "--batch_size=abc"], "flag --batch_size=abc: invalid literal for int()"),
+    (["--", "--nonexistent_flag"], "Unknown command line flag 'nonexistent_flag'"),
+    (["--", "--max_steps=5", "stray"], "unexpected arguments ['stray']"),
+])
+def test_a_bad_flag_of_the_launcher_or_the_tasks_exits_2_before_any_task(args, message):
+  run = run_launcher(*args)
+  assert run.returncode == 2, run.stderr
+  assert f"error: {message}" in run.stderr and "Traceback" not in run.stderr
+  assert "Local cluster:" not in run.stderr  # Nothing was started.
 
 
 def test_cluster_layout_with_and_without_ps():
@@ -63,7 +90,7 @@ def test_cluster_layout_with_and_without_ps():
 
 def test_each_task_gets_its_own_tf_config():
   cluster = local_cluster.make_cluster(num_ps=1, num_workers=2)
-  local = local_cluster.LocalCluster(cluster, [], evaluator=True)
+  local = local_cluster.LocalCluster(cluster, evaluator=True)
   parsed = {t.name: cluster_lib.parse_tf_config(t.tf_config) for t in local.tasks}
   assert sorted(parsed) == ["chief", "evaluator", "ps:0", "worker:0", "worker:1"]
   assert parsed["worker:1"].task_index == 1 and parsed["evaluator"].task_type == "evaluator"
@@ -106,10 +133,10 @@ def test_a_task_dies_with_its_launcher(tmp_path):
   """A task started by a launcher that is then SIGKILLed does not outlive it."""
   script = (
       "import os, subprocess, sys, time\n"
-      "from train import local_cluster\n"
-      "env = dict(os.environ, **{local_cluster.PARENT_PID_ENV: str(os.getpid())})\n"
-      "child = subprocess.Popen([sys.executable, '-c', 'from train import local_cluster; "
-      "local_cluster.die_with_launcher(); import time; time.sleep(60)'], env=env)\n"
+      "from common import processes\n"
+      "env = dict(os.environ, **{processes.PARENT_PID_ENV: str(os.getpid())})\n"
+      "child = subprocess.Popen([sys.executable, '-c', 'from common import processes; "
+      "processes.die_with_parent(); import time; time.sleep(60)'], env=env)\n"
       "print(child.pid, flush=True)\n"
       "time.sleep(60)\n")
   launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,

@@ -41,7 +41,7 @@ def test_trains_exact_steps_checkpoints_and_exports(tmp_path, data):
   result = loop.run_training(_config(tmp_path), data=data)
   assert result.step == 30
   assert _checkpoint_step(tmp_path / "logs") == 30
-  assert [h[0] for h in result.history] == [10, 20, 30]
+  assert [h.step for h in result.history] == [10, 20, 30]
   assert result.export_dir == str(tmp_path / "model" / "1")
   assert os.path.exists(os.path.join(result.export_dir, "saved_model.pb"))
   assert 0.0 <= result.test_accuracy <= 1.0 and result.examples_per_sec > 0
@@ -51,16 +51,16 @@ def test_trains_exact_steps_checkpoints_and_exports(tmp_path, data):
 
 def test_learns_the_synthetic_data(tmp_path, data):
   result = loop.run_training(_config(tmp_path, max_steps=60, checkpoint_interval=60,
-                                     model_dir=None), data=data)
+                                     export=False), data=data)
   assert result.export_dir is None
   assert result.test_accuracy > 0.9
 
 
 def test_resumes_from_the_latest_checkpoint(tmp_path, data):
-  loop.run_training(_config(tmp_path, max_steps=20, model_dir=None), data=data)
+  loop.run_training(_config(tmp_path, max_steps=20, export=False), data=data)
   result = loop.run_training(_config(tmp_path, max_steps=35), data=data)
   # Resumed at 20: the next intervals end at 30 and at max_steps.
-  assert [h[0] for h in result.history] == [30, 35]
+  assert [h.step for h in result.history] == [30, 35]
   assert _checkpoint_step(tmp_path / "logs") == 35
 
 

@@ -8,16 +8,15 @@ import sys
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from common import processes
+from serving.client import wait_until_serving
 from tests.serving.conftest import copy_version
-from tests.serving.conftest import pick_free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -34,21 +33,6 @@ def _kill(process: subprocess.Popen) -> None:
   if process.poll() is None:
     process.kill()
     process.wait(10)
-
-
-def _wait_serving(channel, process, timeout_s=60):
-  health = health_pb2_grpc.HealthStub(channel)
-  deadline = time.monotonic() + timeout_s
-  while time.monotonic() < deadline:
-    assert process.poll() is None, f"the server exited with {process.returncode}"
-    try:
-      if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-          health_pb2.HealthCheckResponse.SERVING:
-        return
-    except grpc.RpcError:
-      pass
-    time.sleep(0.2)
-  raise TimeoutError(f"the server was not SERVING after {timeout_s} s")
 
 
 def _predict(stub, keys, images):
@@ -78,14 +62,14 @@ def test_serve_predict_hot_swap_cli_and_sigterm(server_kind, export_dir, tmp_pat
   base = str(tmp_path / "mnist")
   os.makedirs(base)
   copy_version(export_dir, base, 1)
-  port = pick_free_port()
+  (port,) = processes.pick_free_ports(1)
   log_path = tmp_path / "server.log"
   process = _start(["serving.server", f"--use_real_server={'always' if real else 'never'}",
-                    f"--model_base_path={base}",
+                    "--model_name=mnist", f"--model_base_path={base}",
                     f"--port={port}", "--file_system_poll_wait_seconds=1"], log_path=log_path)
   try:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-      _wait_serving(channel, process)
+      wait_until_serving(channel, 60, process=process)
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
       response = _predict(stub, [31, 4, 15], sample_images[:3])
       assert tf.make_ndarray(response.outputs["key"]).tolist() == [31, 4, 15]
@@ -121,7 +105,7 @@ def test_serve_predict_hot_swap_cli_and_sigterm(server_kind, export_dir, tmp_pat
   if real:
     assert "Running the real TensorFlow Serving binary" in log_path.read_text()
     return
-  assert "model 'nope' is not served" in failing.stderr
+  assert "Servable not found for request: Latest(nope)" in failing.stderr
   log = log_path.read_text()
   assert "Running the embedded TF Serving-compatible server" in log
   assert "Unloading model mnist version 1" in log
@@ -136,13 +120,13 @@ def test_auto_runs_tensorflow_model_server_from_path(tmp_path):
   fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n')
   fake.chmod(0o755)
   env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-  process = _start(["serving.server", "--model_base_path=/models/mnist", "--port=9123",
-                    "--enable_batching"], env=env, log_path=tmp_path / "log")
+  process = _start(["serving.server", "--model_name=mnist", "--model_base_path=/models/mnist",
+                    "--port=9123", "--enable_batching"], env=env, log_path=tmp_path / "log")
   try:
     assert process.wait(60) == 0
   finally:
     _kill(process)
   assert (tmp_path / "argv").read_text().split() == [
-      "--port=9123", "--rest_api_port=0", "--model_name=mnist",
-      "--model_base_path=/models/mnist", "--enable_batching=true"]
+      "--port=9123", "--enable_batching=true", "--model_name=mnist",
+      "--model_base_path=/models/mnist"]
   assert "Running the real TensorFlow Serving binary" in (tmp_path / "log").read_text()
