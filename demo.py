@@ -15,6 +15,9 @@ Typical usage (what `make demo` runs):
 
 The demo sits above train/ and serving/ (which never import each other): it runs the
 trainer and the server as commands, and uses the client as a library.
+
+Exit codes: 0 the served accuracy equals the in-process one; 1 it does not, or
+training or serving failed; 2 a bad flag, or a --workdir that cannot be used.
 """
 
 import dataclasses
@@ -45,6 +48,7 @@ from model import contract  # noqa: E402
 from serving import client  # noqa: E402
 from train import config as config_lib  # noqa: E402
 from train import local_cluster  # noqa: E402
+from train import storage  # noqa: E402
 
 # The launcher's and the trainer's settings the demo takes, with the demo's defaults.
 LAUNCH_SETTINGS = ("num_ps", "num_workers", "timeout_s")
@@ -57,9 +61,10 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string("workdir", "runs/demo", "Checkpoints, logs and exports go here; "
-                      "emptied first.", flag_values=flag_values)
+                      "emptied first (a new directory, or an earlier demo's).",
+                      flag_values=flag_values)
   flags.DEFINE_integer("predict_batch_size", client.DEFAULT_BATCH_SIZE,
-                       "Images per gRPC request.", flag_values=flag_values)
+                       "Images per gRPC request.", lower_bound=1, flag_values=flag_values)
   settings.define_flags(local_cluster.LaunchConfig, flag_values, only=LAUNCH_SETTINGS,
                         defaults=LAUNCH_DEFAULTS)
   settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
@@ -73,6 +78,28 @@ def configs_from_flags(flag_values: flags.FlagValues, workdir: str):
   train_config = config_lib.train_config_from_flags(flag_values).with_log_dir(
       os.path.join(workdir, "logs"))
   return launch, dataclasses.replace(train_config, model_dir=os.path.join(workdir, "model"))
+
+
+# What the demo writes in its workdir, and so may delete there.
+WORKDIR_ENTRIES = ("logs", "model", "result.json")
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Empties `workdir`, or creates it; raises ValueError if it is not the demo's.
+
+  Only a directory holding nothing but what an earlier demo wrote is emptied: a
+  mistyped --workdir (`.`, a home directory) must not lose anyone's files.
+  """
+  if os.path.isdir(workdir):
+    foreign = sorted(set(os.listdir(workdir)) - set(WORKDIR_ENTRIES))
+    if foreign:
+      raise ValueError(f"--workdir={workdir} holds files the demo did not write "
+                       f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): "
+                       "expected a new directory or an earlier demo's, which is emptied")
+    shutil.rmtree(workdir)
+  problem = storage.check_writable(workdir)
+  if problem:
+    raise ValueError(f"cannot write --workdir={workdir}: {problem}")
 
 
 def run_training(launch: local_cluster.LaunchConfig, train_config: config_lib.TrainConfig,
@@ -121,9 +148,12 @@ def predict_over_grpc(export_dir: str, images: np.ndarray) -> client.BatchedPred
 def main(argv):
   del argv
   workdir = os.path.abspath(FLAGS.workdir)
-  launch, train_config = configs_from_flags(FLAGS, workdir)
-  shutil.rmtree(workdir, ignore_errors=True)
-  os.makedirs(workdir)
+  try:
+    launch, train_config = configs_from_flags(FLAGS, workdir)
+    prepare_workdir(workdir)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return settings.EXIT_USAGE
   start = time.monotonic()
   trained = run_training(launch, train_config, workdir)
   export_dir = trained["export_dir"]
@@ -149,4 +179,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -10,14 +10,23 @@ settings, and its default, once:
   class Config:
     max_steps: int = setting(10000, "Number of training steps.")
     global_batch_size: int = setting(100, "Examples per update.", flag="batch_size")
+
+Every entry point parses its command line with `parse_flags`
+(`app.run(main, flags_parser=settings.parse_flags)`): a mistake in it exits 2.
 """
 
 import dataclasses
+import os
 import sys
 import typing
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from absl import flags
+
+# A mistake on the command line: the code argparse and the shells exit with, and the
+# one every entry point of ours documents. absl's own parser exits 1, the code of a
+# program that failed, which a job scheduler would retry.
+EXIT_USAGE = 2
 
 _DEFINERS = {
     bool: flags.DEFINE_bool,
@@ -138,3 +147,36 @@ def check_choices(config) -> None:
     value = getattr(config, field.name)
     if choices and value not in choices:
       raise ValueError(f"{field.name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, *,
+                takes_arguments: bool = False,
+                hint: Callable[[flags.Error], str | None] | None = None) -> list[str]:
+  """A program's command line parsed, for `app.run(main, flags_parser=parse_flags)`.
+
+  Returns absl's remaining argv: the program name, then the arguments that are not
+  flags (those after `--` included), which only a program that `takes_arguments`
+  may be given. A bad flag, a bad value or a stray argument prints `error: ...`
+  naming it, then what `hint` adds on a line of its own, and exits EXIT_USAGE.
+  --help exits 0: the help was asked for and given (absl's help flags exit 1).
+  """
+  try:
+    remaining = flag_values(argv)
+  except flags.Error as e:
+    extra = hint(e) if hint else None
+    _exit_usage(f"{e}\n{extra}" if extra else str(e))
+  except SystemExit as e:
+    # Raised only by absl's help flags, once the help is printed.
+    sys.exit(0 if e.code == 1 else e.code)
+  except BrokenPipeError:
+    # `--help | head` closed the pipe: stop writing, as Python's documentation advises.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+  if len(remaining) > 1 and not takes_arguments:
+    _exit_usage(f"unexpected arguments {remaining[1:]}: this program takes only flags")
+  return remaining
+
+
+def _exit_usage(message: str) -> None:
+  sys.stderr.write(f"error: {message}\nPass --help to see the flags.\n")
+  sys.exit(EXIT_USAGE)

@@ -51,17 +51,25 @@ OUTPUTS = (
 TFS_EXAMPLE_INPUTS = (TensorSpec(TFS_EXAMPLE_IMAGES, tf.float32, (None, cnn.IMAGE_PIXELS)),)
 
 
-def list_versions(base_path: str) -> list[int]:
-  """The versions in TF Serving's layout, <base_path>/<version>/, ascending.
+def list_version_dirs(base_path: str) -> dict[int, str]:
+  """{version: folder name} in TF Serving's layout, <base_path>/<version>/.
 
   Only folders with a numeric name count: the exporter's hidden `.staging-*`
   folders and stray files do not, as in TF Serving's own file-system source.
+  Leading zeros are allowed ("00000123" is version 123), as TF Serving reads them.
   """
   if not tf.io.gfile.isdir(base_path):
-    return []
-  names = (name.rstrip("/") for name in tf.io.gfile.listdir(base_path))
-  return sorted(int(name) for name in names if _VERSION_RE.match(name)
-                and tf.io.gfile.isdir(os.path.join(base_path, name)))
+    return {}
+  versions = {}
+  for name in sorted(n.rstrip("/") for n in tf.io.gfile.listdir(base_path)):
+    if _VERSION_RE.match(name) and tf.io.gfile.isdir(os.path.join(base_path, name)):
+      versions.setdefault(int(name), name)
+  return versions
+
+
+def list_versions(base_path: str) -> list[int]:
+  """The versions under base_path (see list_version_dirs), ascending."""
+  return sorted(list_version_dirs(base_path))
 
 
 def to_tf_tensor_spec(spec: TensorSpec) -> tf.TensorSpec:

@@ -29,6 +29,7 @@ import numpy as np
 
 from common import processes
 from common import runtime
+from common import settings
 
 if __name__ == "__main__":
   runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
@@ -102,7 +103,9 @@ def make_row(path: str, batch_size: int, clients: int, latencies, wall_s: float)
 def start_server_process(model_base_path: str, port: int, extra_flags=(),
                          timeout_s: float = 60.0) -> subprocess.Popen:
   """Starts `python -m serving.server` and waits until its health check says SERVING."""
-  args = ["--use_real_server=never", f"--model_base_path={model_base_path}", f"--port={port}",
+  # The model is named as the requests name it; the server's default is TF Serving's "default".
+  args = ["--use_real_server=never", f"--model_name={contract.DEFAULT_MODEL_NAME}",
+          f"--model_base_path={model_base_path}", f"--port={port}",
           "--file_system_poll_wait_seconds=0", *extra_flags]
   process = processes.start_module("serving.server", args, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
@@ -285,4 +288,4 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -1,6 +1,6 @@
-"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
+r"""gRPC client for TF Serving's PredictionService and ModelService, and its command line.
 
-Typical usage, against `python -m serving.server --model_base_path=/tmp/model`:
+Typical usage, against `python -m serving.server --model_name=mnist --model_base_path=/tmp/model`:
 
   python -m serving.client --server=localhost:8500 --num_tests=1000 \
       --batch_size=1 --concurrency=8
@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 
 from common import runtime
+from common import settings
 
 if __name__ == "__main__":
   runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
@@ -293,8 +294,12 @@ def format_signatures(signatures: dict) -> str:
       return "<unknown rank>"
     return "[" + ",".join(str(d.size) for d in proto.dim) + "]"
 
+  def dtype(enum):
+    # TF Serving lists the TF2 init op's signature too, whose output has no dtype.
+    return tf.dtypes.as_dtype(enum).name if enum else "invalid"
+
   def tensor_list(infos):
-    return ", ".join(f"{k} {tf.dtypes.as_dtype(v.dtype).name} {shape(v.tensor_shape)}"
+    return ", ".join(f"{k} {dtype(v.dtype)} {shape(v.tensor_shape)}"
                      for k, v in sorted(infos.items()))
 
   return "\n".join(f"{name} ({s.method_name}): {tensor_list(s.inputs)} -> "
@@ -528,4 +533,4 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -1,4 +1,5 @@
-"""The main job (demo.py) end to end, shrunk: a short local cluster run, serve, predict."""
+"""The main job (demo.py): its workdir; and end to end, shrunk: a short local cluster run,
+serve, predict."""
 
 import os
 import re
@@ -7,11 +8,37 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def test_the_workdir_of_an_earlier_demo_is_emptied(tmp_path):
+  workdir = tmp_path / "demo"
+  (workdir / "logs").mkdir(parents=True)
+  (workdir / "logs" / "checkpoint").write_text("")
+  (workdir / "result.json").write_text("{}")
+  demo.prepare_workdir(str(workdir))
+  assert os.listdir(workdir) == []
+
+
+def test_a_workdir_holding_anything_else_is_left_alone(tmp_path):
+  (tmp_path / "logs").mkdir()
+  (tmp_path / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match=rf"--workdir={tmp_path} holds files the demo did "
+                     r"not write \(notes.txt\)"):
+    demo.prepare_workdir(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["logs", "notes.txt"]
+
+
+def test_a_workdir_that_cannot_be_written_is_named(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match=f"cannot write --workdir={tmp_path}/file/demo: "
+                     f"{tmp_path}/file is not a directory"):
+    demo.prepare_workdir(str(tmp_path / "file" / "demo"))
+
+
+@pytest.mark.slow
 def test_demo_serves_the_export_with_the_in_process_accuracy(tmp_path):
   run = subprocess.run(
       [sys.executable, "demo.py", f"--workdir={tmp_path / 'demo'}", "--num_workers=1",

@@ -1,4 +1,4 @@
-"""Training throughput of each way to run the trainer, measured side by side in one run.
+r"""Training throughput of each way to run the trainer, measured side by side in one run.
 
 Typical usage:
 
@@ -16,6 +16,8 @@ Throughput is training examples/s over the intervals after the first (which hold
 tracing and warm-up), evaluation and checkpoints excluded; ratios are against one
 process in the same run. All tasks share this machine's cores, so a cluster here
 measures the framework's overhead, not a speed-up.
+
+Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a bad flag.
 """
 
 import dataclasses
@@ -23,6 +25,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 
 from absl import app
@@ -49,6 +52,10 @@ SETUPS = (
     Setup("PSS 1 ps + 2 workers", 1, 2),
     Setup("MWMS 2 workers", 0, 2),
 )
+
+
+class SetupFailedError(RuntimeError):
+  """A setup's training exited non-zero; the message holds the end of its log."""
 
 
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
@@ -80,7 +87,8 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
         code = local.wait(timeout_s)
   if code != 0:
     with open(log_path) as f:
-      raise RuntimeError(f"{setup.name} failed with exit code {code}:\n{f.read()[-3000:]}")
+      raise SetupFailedError(f"{setup.name} failed with exit code {code}:\n"
+                             f"{f.read()[-3000:]}")
   with open(result_json) as f:
     return json.load(f)
 
@@ -119,6 +127,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
+  """The setups to run; raises ValueError naming an index that is not one."""
   if flag_values.time_to_accuracy and flag_values.compare_initializers:
     cluster = SETUPS[2]
     return tuple(dataclasses.replace(cluster, name=f"{cluster.name}, {name} initializers",
@@ -126,24 +135,52 @@ def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
                  for name in flag_values.compare_initializers)
   if flag_values.time_to_accuracy:
     return (SETUPS[0], SETUPS[2])
-  if flag_values.setups:
-    return tuple(SETUPS[int(i)] for i in flag_values.setups)
-  return SETUPS
+  if not flag_values.setups:
+    return SETUPS
+  indices = [str(i) for i in range(len(SETUPS))]
+  unknown = [i for i in flag_values.setups if i not in indices]
+  if unknown:
+    raise ValueError(f"--setups {','.join(unknown)}: expected indices among "
+                     f"{', '.join(indices)}")
+  return tuple(SETUPS[int(i)] for i in flag_values.setups)
+
+
+def accuracy_targets_from_flags(flag_values: flags.FlagValues) -> list[float]:
+  """--time_to_accuracy as numbers; raises ValueError naming one that is not in (0, 1]."""
+  targets = []
+  for text in flag_values.time_to_accuracy or ():
+    try:
+      target = float(text)
+    except ValueError:
+      target = None
+    if target is None or not 0 < target <= 1:
+      raise ValueError(f"--time_to_accuracy {text!r}: expected accuracies in (0, 1]")
+    targets.append(target)
+  return targets
 
 
 def main(argv):
   del argv
-  train_config = config_lib.train_config_from_flags(FLAGS)
+  try:
+    train_config = config_lib.train_config_from_flags(FLAGS)
+    setups = setups_from_flags(FLAGS)
+    targets = accuracy_targets_from_flags(FLAGS)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return settings.EXIT_USAGE
   rows = []
   with tempfile.TemporaryDirectory(prefix="train-benchmark-") as root:
-    for i, setup in enumerate(setups_from_flags(FLAGS)):
+    for i, setup in enumerate(setups):
       logging.info("running %s", setup.name)
-      result = run_setup(setup, train_config, os.path.join(root, str(i)), FLAGS.timeout)
+      try:
+        result = run_setup(setup, train_config, os.path.join(root, str(i)), FLAGS.timeout)
+      except SetupFailedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
       rows.append((setup, result))
   print(f"global batch {train_config.global_batch_size}, {train_config.max_steps} steps, "
         f"steps_per_execution {train_config.steps_per_execution}, {os.cpu_count()} CPUs")
-  if FLAGS.time_to_accuracy:
-    targets = [float(t) for t in FLAGS.time_to_accuracy]
+  if targets:
     print("| setup | " + " | ".join(f"seconds (step) to {t}" for t in targets)
           + " | final accuracy | examples/s |")
     print("|---|" + "---|" * (len(targets) + 2))
@@ -168,4 +205,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

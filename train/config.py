@@ -191,5 +191,7 @@ def parse_task_argv(argv: list[str]) -> tuple[TrainConfig, TaskOptions]:
   """
   flag_values = flags.FlagValues()
   define_flags(flag_values)
-  flag_values([TASK_MODULE, *argv])
+  remaining = flag_values([TASK_MODULE, *argv])
+  if len(remaining) > 1:
+    raise ValueError(f"unexpected arguments {remaining[1:]}: train.task takes only flags")
   return train_config_from_flags(flag_values), task_options_from_flags(flag_values)

@@ -58,17 +58,22 @@ def write_eval_summaries(writer, result: EvalResult, model: tf_keras.Model) -> N
   writer.flush()
 
 
+def summary_dir(config: TrainConfig) -> str:
+  """Where the side-car evaluator writes its summaries: beside the chief's, in eval/."""
+  return os.path.join(config.tensorboard_dir, "eval")
+
+
 def run_sidecar_evaluator(config: TrainConfig, *, timeout_s: float) -> EvalResult | None:
   """Follows new checkpoints in config.checkpoint_dir, evaluates each, stops after the final one.
 
   The final one is the first whose step reaches `config.max_steps`. Gives up,
   returning the last result, when no new checkpoint appears for `timeout_s` seconds.
-  Summaries go to <config.tensorboard_dir>/eval.
+  Summaries go to summary_dir(config).
   """
   checkpoint_dir, max_steps = config.checkpoint_dir, config.max_steps
   data = mnist.load_mnist(config.data_dir)
   evaluator = Evaluator(data.test_images, data.test_labels, config.eval_batch_size)
-  writer = tf.summary.create_file_writer(os.path.join(config.tensorboard_dir, "eval"))
+  writer = tf.summary.create_file_writer(summary_dir(config))
   result = None
   for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=1,
                                             timeout=timeout_s):

@@ -5,10 +5,14 @@ Typical usage, from an existing checkpoint:
   python -m train.export --checkpoint_dir=/tmp/logs --model_dir=/tmp/model
 
 writes /tmp/model/<version>/ with `serving_default` (key + image in, key + scores
-out) and TF Serving's MNIST-example signature `predict_images`, plus warmup records.
+out) and TF Serving's MNIST-example signature `predict_images`, plus warmup records,
+and prints its path. Exit codes: 0 exported; 2 a bad flag, no checkpoint at
+--checkpoint_dir, a --model_dir that cannot be written, a --version that exists,
+or no space left on the device.
 """
 
 import os
+import sys
 import uuid
 
 from absl import flags
@@ -16,6 +20,7 @@ from absl import logging
 import numpy as np
 
 from common import runtime
+from common import settings
 
 if __name__ == "__main__":
   runtime.import_tensorflow()  # The program: quiet TensorFlow's start-up, before it loads.
@@ -26,6 +31,7 @@ import tf_keras  # noqa: E402
 from model import cnn  # noqa: E402
 from model import contract  # noqa: E402
 from train import checkpoint  # noqa: E402
+from train import storage  # noqa: E402
 from train.config import FLAT  # noqa: E402
 from train.config import VERSIONED  # noqa: E402
 
@@ -174,9 +180,16 @@ def _replace_contents(source_dir: str, target_dir: str) -> None:
 
 
 def export_from_checkpoint(checkpoint_path: str, export_base: str, **kwargs) -> str:
+  """Exports a training checkpoint; raises FileNotFoundError if there is none, and
+  storage.UnwritableError, before anything is written, if `export_base` cannot be."""
   model, step = checkpoint.restore_model(checkpoint_path)
   logging.info("Restored step %d from %s", step, checkpoint_path)
+  storage.check_outputs([_as_output(export_base)])
   return export_model(model, export_base, **kwargs)
+
+
+def _as_output(export_base: str) -> storage.Output:
+  return storage.Output(export_base, "the exported model (--model_dir)")
 
 
 FLAGS = flags.FLAGS
@@ -200,10 +213,23 @@ def export_kwargs_from_flags(flag_values: flags.FlagValues) -> dict:
 
 def main(argv):
   del argv
-  print(export_from_checkpoint(**export_kwargs_from_flags(FLAGS)))
+  kwargs = export_kwargs_from_flags(FLAGS)
+  try:
+    print(export_from_checkpoint(**kwargs))
+  except (FileNotFoundError, FileExistsError, storage.UnwritableError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return settings.EXIT_USAGE
+  except (tf.errors.OpError, OSError) as e:
+    if not storage.is_disk_full(e):
+      raise
+    full = storage.describe_disk_full(e, [_as_output(kwargs["export_base"])])
+    print(f"error: {full}; free space there or choose "
+          "another --model_dir", file=sys.stderr)
+    return settings.EXIT_USAGE
+  return 0
 
 
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -1,4 +1,4 @@
-"""Runs a whole cluster on this machine: every task its own process on 127.0.0.1.
+r"""Runs a whole cluster on this machine: every task its own process on 127.0.0.1.
 
 Typical usage:
 
@@ -14,6 +14,10 @@ to each `python -m train.task`. Each task gets its own TF_CONFIG and free ports;
 its log lines are prefixed with its role. When the chief exits the others are
 ended; if any task fails first, the rest are stopped and the launcher exits
 non-zero. Ctrl-C, SIGTERM and --timeout end every process.
+
+Exit codes: the chief's (train.task's: 0 done, 2 what a restart cannot fix, 3 the
+cluster did not come up, 4 a task failed), or the first failed task's; 2 a bad
+flag, the launcher's or train.task's; 124 --timeout; 130 interrupted.
 """
 
 import dataclasses
@@ -35,8 +39,9 @@ from common.settings import setting
 from train import cluster as cluster_lib
 from train import config as config_lib
 
-EXIT_BAD_FLAGS = 2
+EXIT_BAD_FLAGS = settings.EXIT_USAGE
 EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +54,14 @@ class LaunchConfig:
                                 "/ AI Platform did.")
   timeout_s: float = setting(1800.0, "Seconds before every process is ended.",
                              flag="timeout")
+
+  def __post_init__(self):
+    if self.num_ps < 0:
+      raise ValueError(f"num_ps must be 0 or more, got {self.num_ps}")
+    if self.num_workers < 1:
+      raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+    if not self.timeout_s > 0:
+      raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout_s}")
 
 
 def make_cluster(num_ps: int, num_workers: int, *, legacy_master: bool = False,
@@ -206,7 +219,7 @@ def run_local_cluster(launch: LaunchConfig, train_config: config_lib.TrainConfig
       code = local.wait(launch.timeout_s)
     except KeyboardInterrupt:
       logging.error("interrupted; stopping every task")
-      code = 130
+      code = EXIT_INTERRUPTED
   logging.info("Local cluster finished with exit code %d", code)
   return code
 
@@ -215,12 +228,27 @@ def main(argv):
   try:
     # The tasks' flags are checked here, once, rather than by every task.
     train_config, options = config_lib.parse_task_argv(argv[1:])
-    return run_local_cluster(launch_config_from_flags(FLAGS), train_config, options)
+    launch = launch_config_from_flags(FLAGS)
   except (flags.Error, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_FLAGS
+  return run_local_cluster(launch, train_config, options)
+
+
+def hint_for_task_flags(error: flags.Error) -> str | None:
+  """For a train.task flag given before `--`: where it goes."""
+  task_flags = flags.FlagValues()
+  config_lib.define_flags(task_flags)
+  if isinstance(error, flags.UnrecognizedFlagError) and error.flagname in task_flags:
+    return f"--{error.flagname} is train.task's: give it after `--`"
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """The launcher's flags; the rest, after `--`, are the tasks'."""
+  return settings.parse_flags(argv, takes_arguments=True, hint=hint_for_task_flags)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -231,7 +231,7 @@ class Trainer:
       trained_steps += new_step - step
       examples_per_sec = (new_step - step) * config.global_batch_size / max(dt, 1e-9)
       step = new_step
-      checkpoint_path = self.manager.save(checkpoint_number=step)
+      checkpoint_path = checkpoint_lib.save(self.manager, step)
       result = self._evaluate(step, checkpoint_path)
       with self.writer.as_default(step=step):
         tf.summary.scalar("train_loss", loss)

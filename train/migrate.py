@@ -173,4 +173,4 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

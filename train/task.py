@@ -1,4 +1,4 @@
-"""Entry point of every task: reads its role from TF_CONFIG and runs it.
+r"""Entry point of every task: reads its role from TF_CONFIG and runs it.
 
 Typical usage:
 
@@ -16,8 +16,13 @@ Typical usage:
 
 Roles: ps and worker tasks of a parameter-server cluster serve until ended; the
 chief coordinates; MultiWorkerMirrored workers train in lockstep; an evaluator
-follows checkpoints. Exit codes: 0 done, 2 bad TF_CONFIG or flags, 3 the cluster
-did not come up, 4 a task failed during training.
+follows checkpoints. Before training, the chief and the evaluator check that they
+can write their directories.
+
+Exit codes: 0 done; 2 what a restart cannot fix: a bad flag or TF_CONFIG, missing
+data, a directory that cannot be written, or no space left on its device during
+training; 3 the cluster did not come up; 4 a task failed during training (a
+restart resumes from the latest checkpoint).
 
 Every flag is a field of TrainConfig or TaskOptions (train/config.py), which holds
 its default and help; `--help` lists them.
@@ -33,9 +38,15 @@ from absl import flags
 from absl import logging
 
 from common import processes
+from common import settings
 from train import cluster
 from train import config as config_lib
 
+# Exit codes say what a scheduler should do next. 2: stop, a person must fix
+# something first, since a restart would fail the same way. A full disk is one of
+# those: it is still full after a restart, which would redo the steps since the
+# last checkpoint only to fail again (the Kubernetes specs fail the job at once on
+# 2). 3 and 4: restart; the job resumes from its latest checkpoint.
 EXIT_BAD_CONFIG = 2
 EXIT_CLUSTER_TIMEOUT = 3
 EXIT_TASK_FAILED = 4
@@ -58,6 +69,14 @@ def name_lost_task(message: str, config: cluster.ClusterConfig) -> str:
   return " and ".join(lost) if lost else "a task of the cluster"
 
 
+def describe_task(config: cluster.ClusterConfig, role: str, strategy_kind: str) -> str:
+  """The task's first log line: which task, as TF_CONFIG named it, and what it does."""
+  named = ("no TF_CONFIG: one process" if config == cluster.LOCAL
+           else f"{config.written_task_type or config.task_type} in TF_CONFIG")
+  return (f"Task {config.task_type}:{config.task_index} ({named}), role {role}, "
+          f"strategy {strategy_kind}")
+
+
 def run_task(config: cluster.ClusterConfig, strategy_kind: str,
              train_config: config_lib.TrainConfig, options: config_lib.TaskOptions):
   """Dispatches on this task's role; returns the TrainResult on a training chief."""
@@ -67,9 +86,6 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str,
   from train import strategies
 
   role = cluster.resolve_role(config, strategy_kind)
-  logging.info("Task %s:%d (%s in TF_CONFIG), role %s, strategy %s",
-               config.task_type, config.task_index,
-               config.written_task_type or config.task_type, role, strategy_kind)
   if role == cluster.SERVER:
     strategies.run_server(config)
     return None
@@ -86,19 +102,21 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # settings.parse_flags refuses arguments that are not flags.
   processes.die_with_parent()
   try:
     options = config_lib.task_options_from_flags(FLAGS)
     config = cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     strategy_kind = cluster.resolve_strategy(config, options.strategy)
-  except cluster.TFConfigError as e:
+    train_config = config_lib.train_config_from_flags(FLAGS, os.environ)
+  except (cluster.TFConfigError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
   if options.dry_run:
     print(json.dumps(cluster.describe(config, strategy_kind), sort_keys=True))
     return 0
+  role = cluster.resolve_role(config, strategy_kind)
+  logging.info(describe_task(config, role, strategy_kind))
   # Before TensorFlow loads: make RPCs to a lost task fail fast instead of waiting
   # for it to come back, so that the coordinator sees worker failures and
   # reschedules (TensorFlow's own advice for parameter-server training; see
@@ -106,16 +124,22 @@ def main(argv):
   os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
-  try:
-    train_config = config_lib.train_config_from_flags(FLAGS, os.environ)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return EXIT_BAD_CONFIG
   from common import mnist
   from train import legacy
+  from train import storage
   from train import strategies
+  outputs = storage.outputs_of(train_config, role, is_chief=config.is_chief,
+                               result_json=options.result_json)
+  try:
+    storage.check_outputs(outputs)  # Now, rather than at the first checkpoint or export.
+  except storage.UnwritableError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
   try:
     result = run_task(config, strategy_kind, train_config, options)
+    if result is not None and config.is_chief and options.result_json:
+      with tf.io.gfile.GFile(options.result_json, "w") as f:
+        json.dump(result.as_json(), f)
   except (mnist.DataError, legacy.LegacyCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
@@ -130,20 +154,29 @@ def main(argv):
     print(f"error: task {config.task_type}:{config.task_index} lost "
           f"{name_lost_task(str(e), config)} during training ({type(e).__name__}). "
           "Restart the job; it resumes from the latest checkpoint.", file=sys.stderr)
-    # Skip interpreter teardown: TensorFlow would log a page of failed RPCs to the
-    # lost task while unregistering its remote functions.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_TASK_FAILED)
+    _exit_now(EXIT_TASK_FAILED)
+  except (tf.errors.OpError, OSError) as e:
+    if not storage.is_disk_full(e):
+      raise
+    print(f"error: {storage.describe_disk_full(e, outputs)}. Free space there or choose "
+          "another directory; started again, the job resumes from its latest checkpoint.",
+          file=sys.stderr)
+    _exit_now(EXIT_BAD_CONFIG)
   if result is not None and config.is_chief:
     print(f"test accuracy {result.test_accuracy:.4f} at step {result.step}; "
           f"export {result.export_dir}")
-    if options.result_json:
-      with tf.io.gfile.GFile(options.result_json, "w") as f:
-        json.dump(result.as_json(), f)
   return 0
+
+
+def _exit_now(code: int) -> None:
+  """Exits at once, skipping interpreter teardown: after a failure in a cluster,
+  TensorFlow would log a page of failed RPCs to the lost or stopped tasks while
+  unregistering its remote functions."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=settings.parse_flags)

@@ -9,7 +9,7 @@ import numpy as np
 
 from serving.server import config
 from serving.server import errors
-from serving.server.tensors import ServingError
+from serving.server.errors import ServingError
 
 
 class _Task:

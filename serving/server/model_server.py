@@ -1,7 +1,9 @@
 """The embedded model server: TF Serving's gRPC services over a ModelManager, plus REST."""
 
+import os
 import signal
 import threading
+import time
 from concurrent import futures
 
 from absl import logging
@@ -10,182 +12,144 @@ from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from common import runtime
-
-# Quiet TensorFlow's start-up before anything else imports it (a no-op once loaded).
-tf = runtime.import_tensorflow()
-
-from tensorflow_serving.apis import classification_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
+from google.protobuf import message_factory
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
-from tensorflow_serving.apis import regression_pb2
 
 from serving.server import config
 from serving.server import errors
 from serving.server import inference
 from serving.server import rest
-from serving.server import tensors
+from serving.server.api import Api
 from serving.server.manager import ModelManager
-from serving.server.servable import Servable
-from serving.server.tensors import ServingError
+from serving.server.metrics import Metrics
 
-REAL_SERVER_BINARY = "tensorflow_model_server"
-HEALTH_SERVICES = ("", prediction_service_pb2.DESCRIPTOR.services_by_name[
-    "PredictionService"].full_name, model_service_pb2.DESCRIPTOR.services_by_name[
-        "ModelService"].full_name)
-
-
-# ----------------------------------------------------------------------------
-# gRPC services.
-
-
-def _spec_version(model_spec):
-  version = model_spec.version.value if model_spec.HasField("version") else None
-  return model_spec.name, version, model_spec.version_label or None
+_PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+_MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+# The services whose health the gRPC health service reports ("" is the server's).
+TF_SERVING_SERVICES = (_PREDICTION_SERVICE.full_name, _MODEL_SERVICE.full_name)
+HEALTH_SERVICES = ("", *TF_SERVING_SERVICES)
+# Labels of requests for models this server does not serve, so that a flood of
+# made-up names cannot grow the metrics without bound.
+UNKNOWN_MODEL = "<not served>"
 
 
-def _require_method(servable: Servable, method: str) -> None:
-  # A model without any signature of the method answers like a server without
-  # the RPC; one that has such a signature, but not under the requested name,
-  # gets the signature-level INVALID_ARGUMENT of run_classify/run_regress.
-  if not any(s.method_name == method for s in servable.signatures.values()):
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       f"model '{servable.name}' version {servable.version} has no "
-                       f"{method!r} signature; its signatures are {sorted(servable.signatures)}")
+class RequestRunner:
+  """Runs one request of any API: errors become statuses, failures are logged (rate-limited)
+  and every request is counted in the metrics."""
+
+  def __init__(self, manager: ModelManager, metrics: Metrics, request_log: errors.RequestLog):
+    self._manager, self._metrics, self._log = manager, metrics, request_log
+
+  def run(self, api: str, entrypoint: str, model_name: str, call_fn):
+    """(answer, None) or (None, ServingError) of call_fn()."""
+    start = time.monotonic()
+    try:
+      answer, error = call_fn(), None
+    except Exception as e:  # pylint: disable=broad-except
+      answer, error = None, errors.status_from_exception(e)
+      if error.code in errors.RequestLog.SERVER_CODES:
+        logging.exception("%s %s failed unexpectedly", entrypoint, api)
+      else:
+        self._log.failed(f"{entrypoint} {api}", error)
+    label = model_name if self._manager.is_configured(model_name) else UNKNOWN_MODEL
+    self._metrics.record_request(label, api, entrypoint, error.code.name if error else "OK",
+                                 time.monotonic() - start)
+    return answer, error
 
 
-def _abort(context, method: str, error: Exception):
-  error = errors.status_from_exception(error)
-  if error.code == grpc.StatusCode.INTERNAL:
-    logging.exception("%s failed", method)
-  else:
-    logging.info("%s failed: %s", method, error)
-  context.abort(error.code, error.message)
+class MalformedRequest:
+  """What a request message that does not parse becomes (gRPC's own parser would make it
+  an INTERNAL error); servicer methods answer it INVALID_ARGUMENT."""
+
+  def __init__(self, message_name: str, error: Exception):
+    self.error = errors.invalid_argument(f"the request is not a valid {message_name}: "
+                                         f"{errors.printable(error, 300)}")
+
+
+def _parser(message_cls):
+  def parse_fn(data: bytes):
+    try:
+      return message_cls.FromString(data)
+    except Exception as e:  # pylint: disable=broad-except
+      return MalformedRequest(message_cls.DESCRIPTOR.full_name, e)
+  return parse_fn
+
+
+def add_service(server, service_descriptor, servicer) -> None:
+  """Registers `servicer`'s methods for the service, with requests parsed by _parser."""
+  handlers = {}
+  for method in service_descriptor.methods:
+    handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        getattr(servicer, method.name),
+        request_deserializer=_parser(message_factory.GetMessageClass(method.input_type)),
+        response_serializer=lambda message: message.SerializeToString())
+  server.add_generic_rpc_handlers(
+      (grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers),))
+
+
+def _rpc(name: str, call: str, model_name_fn=lambda request: request.model_spec.name):
+  """A servicer method for RPC `name` that runs Api.`call` through the RequestRunner."""
+  def method(self, request, context):
+    if isinstance(request, MalformedRequest):
+      answer, error = self._runner.run(name, "gRPC", "", lambda: _raise(request.error))
+    else:
+      answer, error = self._runner.run(name, "gRPC", model_name_fn(request),
+                                       lambda: getattr(self._api, call)(request))
+    if error is not None:
+      context.abort(error.code, error.message)
+    return answer
+  method.__name__ = name
+  return method
+
+
+def _raise(error):
+  raise error
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-  """TF Serving's PredictionService over a ModelManager."""
+  """TF Serving's PredictionService."""
 
-  def __init__(self, manager: ModelManager, tensor_content: bool = False):
-    self._manager = manager
-    self._tensor_content = tensor_content
+  def __init__(self, api: Api, runner: RequestRunner):
+    self._api, self._runner = api, runner
 
-  def Predict(self, request, context):
-    try:
-      inputs = tensors.decode_inputs(request.inputs)
-      with self._manager.servable(*_spec_version(request.model_spec)) as servable:
-        signature_name, outputs = servable.predict(
-            request.model_spec.signature_name, inputs, request.output_filter)
-        signature = servable.signatures[signature_name]
-      response = predict_pb2.PredictResponse()
-      response.model_spec.name = servable.name
-      response.model_spec.version.value = servable.version
-      response.model_spec.signature_name = signature_name
-      for name, array in outputs.items():
-        response.outputs[name].CopyFrom(tensors.from_numpy(
-            array, signature.outputs[name].dtype, tensor_content=self._tensor_content))
-      return response
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, "Predict", e)
-
-  def GetModelMetadata(self, request, context):
-    try:
-      fields = list(request.metadata_field)
-      if fields != ["signature_def"]:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"metadata_field is {fields}; expected ['signature_def']")
-      with self._manager.servable(*_spec_version(request.model_spec)) as servable:
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature in servable.signatures.items():
-          signature_map.signature_def[name].CopyFrom(signature)
-      response = get_model_metadata_pb2.GetModelMetadataResponse()
-      response.model_spec.name = servable.name
-      response.model_spec.version.value = servable.version
-      response.metadata["signature_def"].Pack(signature_map)
-      return response
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, "GetModelMetadata", e)
-
-  def Classify(self, request, context):
-    return self._run_examples("Classify", request, context, inference.CLASSIFY_METHOD,
-                              inference.run_classify, classification_pb2.ClassificationResponse)
-
-  def Regress(self, request, context):
-    return self._run_examples("Regress", request, context, inference.REGRESS_METHOD,
-                              inference.run_regress, regression_pb2.RegressionResponse)
-
-  def _run_examples(self, rpc: str, request, context, method: str, run_fn, response_cls):
-    """Classify or Regress: `run_fn` answers the result that `response_cls` wraps."""
-    try:
-      with self._manager.servable(*_spec_version(request.model_spec)) as servable:
-        _require_method(servable, method)
-        result = run_fn(servable, request)
-      response = response_cls(result=result)
-      response.model_spec.CopyFrom(request.model_spec)
-      response.model_spec.version.value = servable.version
-      return response
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, rpc, e)
-
-  def MultiInference(self, request, context):
-    try:
-      specs = {(t.model_spec.name, _spec_version(t.model_spec)[1:]) for t in request.tasks}
-      if len(specs) != 1:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"MultiInference tasks name {len(specs)} model versions; expected "
-                           "all tasks to name the same one")
-      with self._manager.servable(*_spec_version(request.tasks[0].model_spec)) as servable:
-        return inference.run_multi_inference(servable, request)
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, "MultiInference", e)
+  Predict = _rpc("Predict", "predict")
+  GetModelMetadata = _rpc("GetModelMetadata", "get_model_metadata")
+  Classify = _rpc("Classify", "classify")
+  Regress = _rpc("Regress", "regress")
+  MultiInference = _rpc("MultiInference", "multi_inference", lambda request: (
+      request.tasks[0].model_spec.name if request.tasks else ""))
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   """TF Serving's ModelService: version states and config reloads."""
 
-  def __init__(self, manager: ModelManager):
-    self._manager = manager
+  def __init__(self, api: Api, runner: RequestRunner):
+    self._api, self._runner = api, runner
 
-  def GetModelStatus(self, request, context):
-    try:
-      states = self._manager.version_states(*_spec_version(request.model_spec))
-      response = get_model_status_pb2.GetModelStatusResponse()
-      for version, state, error in states:
-        status = response.model_version_status.add(version=version, state=state)
-        if error is not None:
-          status.status.error_code = error.code.value[0]
-          status.status.error_message = error.message
-      return response
-    except Exception as e:  # pylint: disable=broad-except
-      _abort(context, "GetModelStatus", e)
+  GetModelStatus = _rpc("GetModelStatus", "get_model_status")
 
   def HandleReloadConfigRequest(self, request, context):
-    response = model_management_pb2.ReloadConfigResponse()
-    try:
+    def reload_fn():
+      if isinstance(request, MalformedRequest):
+        raise request.error
       if request.config.WhichOneof("config") != "model_config_list":
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           "ReloadConfigRequest has no model_config_list")
+        raise errors.invalid_argument("ReloadConfigRequest has no model_config_list")
       try:
-        self._manager.reload_config(tuple(request.config.model_config_list.config))
+        self._api.manager.reload_config(tuple(request.config.model_config_list.config))
       except ValueError as e:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
-    except Exception as e:  # pylint: disable=broad-except
-      error = errors.status_from_exception(e)
-      response.status.error_code = error.code.value[0]
-      response.status.error_message = error.message
-      logging.info("HandleReloadConfigRequest failed: %s", error)
-    return response
+        raise errors.invalid_argument(str(e)) from e
+      return model_management_pb2.ReloadConfigResponse()
 
-
-# ----------------------------------------------------------------------------
-# The server.
+    answer, error = self._runner.run("HandleReloadConfigRequest", "gRPC", "", reload_fn)
+    if error is not None:  # TF Serving answers the status inside the response.
+      answer = model_management_pb2.ReloadConfigResponse()
+      answer.status.error_code = error.code.value[0]
+      answer.status.error_message = error.message
+    return answer
 
 
 class ModelServer:
@@ -197,23 +161,33 @@ class ModelServer:
 
   def __init__(self, options: config.ServerOptions):
     self.options = options
-    session_config = None
-    if options.session_parallelism:
-      session_config = tf.compat.v1.ConfigProto(
-          intra_op_parallelism_threads=options.session_parallelism,
-          inter_op_parallelism_threads=options.session_parallelism)
+    self.metrics = Metrics()
     self.health = health.HealthServicer(experimental_non_blocking=True)
     for service in HEALTH_SERVICES:
       self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     self.manager = ModelManager(
-        options.model_config_list, session_config=session_config, batching=options.batching,
-        enable_model_warmup=options.enable_model_warmup,
-        warmup_iterations=options.num_request_iterations_for_warmup,
-        on_change=self._update_health)
+        options.model_config_list, options.load,
+        inference_options=inference.InferenceOptions(
+            options.limits, options.enable_signature_method_name_check),
+        allow_version_labels_for_unavailable_models=(
+            options.allow_version_labels_for_unavailable_models),
+        on_change=self._update_health, on_load=self._record_load,
+        on_run=lambda name, seconds: self.metrics.runtime_latency.observe(
+            seconds * 1e6, name, "Predict", "TF1"))
+    self.api = Api(self.manager, options.limits, options.tensor_content,
+                   options.enable_signature_method_name_check)
+    self.runner = RequestRunner(self.manager, self.metrics, errors.RequestLog())
     self.port = None
     self.rest_port = None
     self._grpc_server = None
     self._rest_server = None
+    self._stop = threading.Event()
+    self._config_thread = None
+
+  def _record_load(self, path: str, ok: bool, seconds: float) -> None:
+    self.metrics.load_attempt_count.add(path, "success" if ok else "fail")
+    if ok:
+      self.metrics.load_latency.add(path, amount=round(seconds * 1e6))
 
   def _update_health(self, manager: ModelManager) -> None:
     serving = manager.has_available_version()
@@ -222,66 +196,105 @@ class ModelServer:
                       else health_pb2.HealthCheckResponse.NOT_SERVING)
 
   def start(self) -> "ModelServer":
-    self.manager.poll_once()
+    self.manager.poll_once(wait=True)
     try:
       self._start_servers()
     except BaseException:
       self.stop(grace_s=0)
       raise
     self.manager.start_polling(self.options.file_system_poll_wait_seconds)
+    self._start_config_polling()
     return self
 
   def _start_servers(self) -> None:
     options = self.options
+    channel_options = [
+        ("grpc.max_send_message_length", config.MAX_SEND_MESSAGE_BYTES),
+        # Set explicitly: gRPC refuses a bigger request before reading it.
+        ("grpc.max_receive_message_length", options.limits.max_bytes),
+        ("grpc.so_reuseport", 0),
+        *options.grpc_channel_arguments]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.grpc_max_threads,
                                    thread_name_prefix="grpc"),
-        options=[("grpc.max_send_message_length", options.max_message_bytes),
-                 ("grpc.max_receive_message_length", options.max_message_bytes),
-                 ("grpc.so_reuseport", 0)])
-    predictions = PredictionServicer(self.manager, options.tensor_content)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
+        options=channel_options,
+        # Requests beyond the threads wait in a bounded queue, then get RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs=4 * options.grpc_max_threads)
+    add_service(server, _PREDICTION_SERVICE, PredictionServicer(self.api, self.runner))
+    add_service(server, _MODEL_SERVICE, ModelServicer(self.api, self.runner))
     health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-    reflection.enable_server_reflection(HEALTH_SERVICES[1:] + (
-        health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{options.host}:{options.port}"
-    try:
-      if options.ssl:
-        credentials = grpc.ssl_server_credentials(
-            [(options.ssl.server_key.encode(), options.ssl.server_cert.encode())],
-            root_certificates=options.ssl.custom_ca.encode() or None,
-            require_client_auth=options.ssl.client_verify)
-        self.port = server.add_secure_port(address, credentials)
-      else:
-        self.port = server.add_insecure_port(address)
-    except RuntimeError as e:
-      raise OSError(f"cannot listen on {address} ({e}); expected a free port") from e
-    if not self.port:
-      raise OSError(f"cannot listen on {address}; expected a free port")
+    reflection.enable_server_reflection(
+        (*TF_SERVING_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    credentials = None
+    if options.ssl:
+      credentials = grpc.ssl_server_credentials(
+          [(options.ssl.server_key.encode(), options.ssl.server_cert.encode())],
+          root_certificates=options.ssl.custom_ca.encode() or None,
+          require_client_auth=options.ssl.client_verify)
+    if options.port is not None:
+      self.port = _add_port(server, f"{options.host}:{options.port}", credentials)
+    if options.grpc_socket_path:
+      _add_port(server, f"unix:{os.path.abspath(options.grpc_socket_path)}", credentials)
     server.start()
     self._grpc_server = server
-    logging.info("Running ModelServer (embedded) at %s:%d (%s) ...", options.host, self.port,
-                 "TLS" if options.ssl else "plaintext")
-    if options.rest_api_port:
-      if options.rest_api_port == options.port:
-        raise ValueError(f"--rest_api_port {options.rest_api_port} equals --port; expected "
-                         "a different port")
-      self._rest_server = rest.start_rest_server(
-          options.host, options.rest_api_port, self.manager)
-      self.rest_port = self._rest_server.server_address[1]
+    security = "TLS" if options.ssl else "plaintext"
+    if self.port:
+      logging.info("Running gRPC ModelServer (embedded) at %s:%d (%s) ...", options.host,
+                   self.port, security)
+    if options.grpc_socket_path:
+      logging.info("Running gRPC ModelServer (embedded) at UNIX socket %s (%s) ...",
+                   options.grpc_socket_path, security)
+    if options.rest_api_port and options.rest_api_port == options.port:
+      logging.error("--rest_api_port cannot be the same as --port (%d); skipped exporting the "
+                    "HTTP/REST API", options.port)
+    elif options.rest_api_port:
+      self._rest_server = rest.RestServer(self.api, self.runner, self.metrics, rest.RestOptions(
+          host=options.host, port=options.rest_api_port, num_threads=options.rest_api_num_threads,
+          timeout_s=options.rest_api_timeout_in_ms / 1000, max_body_bytes=options.limits.max_bytes,
+          enable_cors=options.enable_cors_support, prometheus_path=options.prometheus_path))
+      self.rest_port = self._rest_server.start()
       logging.info("Exporting HTTP/REST API at %s:%d ...", options.host, self.rest_port)
+
+  def _start_config_polling(self) -> None:
+    """Re-reads --model_config_file every model_config_file_poll_wait_seconds, as TF Serving:
+    a file that does not parse is logged and the running config kept."""
+    interval_s = self.options.model_config_file_poll_wait_seconds
+    path = self.options.model_config_file
+    if not path or interval_s <= 0:
+      return
+
+    def poll_fn():
+      current = self.options.model_config_list
+      while not self._stop.wait(interval_s):
+        try:
+          configs = config.parse_model_config_file(path)
+          if configs != current:
+            logging.info("--model_config_file %s changed; reloading", path)
+            self.manager.reload_config(configs)
+            current = configs
+        except (ValueError, errors.ServingError) as e:
+          logging.log_every_n_seconds(logging.ERROR, "Failed to reload --model_config_file: %s",
+                                      60, e)
+        except Exception:  # pylint: disable=broad-except
+          logging.exception("Failed to reload --model_config_file %s", path)
+
+    self._config_thread = threading.Thread(target=poll_fn, name="config-poll", daemon=True)
+    self._config_thread.start()
 
   def stop(self, grace_s: float = 5.0) -> None:
     """Stops taking requests, lets those in flight finish (up to grace_s), unloads all."""
+    self._stop.set()
     for service in HEALTH_SERVICES:
       self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     if self._rest_server is not None:
-      self._rest_server.shutdown()
-      self._rest_server.server_close()
+      self._rest_server.stop()
     if self._grpc_server is not None:
       self._grpc_server.stop(grace_s).wait()
+    if self._config_thread is not None:
+      self._config_thread.join()
     self.manager.close()
+    if self.options.grpc_socket_path and os.path.exists(self.options.grpc_socket_path):
+      os.unlink(self.options.grpc_socket_path)
     logging.info("ModelServer stopped")
 
   def __enter__(self):
@@ -289,6 +302,17 @@ class ModelServer:
 
   def __exit__(self, *exc):
     self.stop(grace_s=0)
+
+
+def _add_port(server, address: str, credentials) -> int:
+  try:
+    port = (server.add_secure_port(address, credentials) if credentials
+            else server.add_insecure_port(address))
+  except RuntimeError as e:
+    raise OSError(f"cannot listen on {address} ({e}); expected a free port") from e
+  if not port:
+    raise OSError(f"cannot listen on {address}; expected a free port")
+  return port
 
 
 def run_server(options: config.ServerOptions, stop_event: threading.Event | None = None) -> None:

@@ -77,3 +77,31 @@ def test_choices_are_checked():
   settings.check_choices(Example(mode="slow"))
   with pytest.raises(ValueError, match="mode must be one of fast, slow, got 'medium'"):
     settings.check_choices(Example(mode="medium"))
+
+
+def test_parse_flags_exits_2_naming_the_mistake(capsys):
+  def parse(*argv, **kwargs):
+    flag_values = flags.FlagValues()
+    settings.define_flags(Example, flag_values)
+    with pytest.raises(SystemExit) as exit_:
+      settings.parse_flags(["prog", *argv], flag_values, **kwargs)
+    return exit_.value.code, capsys.readouterr().err
+
+  assert parse("--steps=abc") == (settings.EXIT_USAGE, (
+      "error: flag --steps=abc: invalid literal for int() with base 10: 'abc'\n"
+      "Pass --help to see the flags.\n"))
+  assert parse("--mode=medium")[1].startswith(
+      "error: flag --mode=medium: value should be one of <fast|slow>")
+  assert parse("stray")[1].startswith(
+      "error: unexpected arguments ['stray']: this program takes only flags")
+  code, err = parse("--max_steps=1", hint=lambda e: f"--{e.flagname} goes elsewhere")
+  assert code == 2 and err.startswith("error: Unknown command line flag 'max_steps'")
+  assert "\n--max_steps goes elsewhere\nPass --help to see the flags.\n" in err
+
+
+def test_parse_flags_returns_the_arguments_a_program_takes():
+  flag_values = flags.FlagValues()
+  settings.define_flags(Example, flag_values)
+  assert settings.parse_flags(["prog", "--steps=3", "--", "--other=1"], flag_values,
+                              takes_arguments=True) == ["prog", "--other=1"]
+  assert flag_values.steps == 3

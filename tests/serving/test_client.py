@@ -133,6 +133,8 @@ def test_metadata_and_status(stub, model_stub):
   text = client.format_signatures(signatures)
   assert ("serving_default (tensorflow/serving/predict): image float32 [-1,784], key int64 [-1]"
           " -> key int64 [-1], scores float32 [-1,10]") in text
+  # TF Serving lists the TF2 init op's signature too, with an output of no dtype.
+  assert "__saved_model_init_op ():  -> __saved_model_init_op invalid <unknown rank>" in text
   assert client.get_model_status(model_stub) == [(1, "AVAILABLE", "OK", "")]
 
 
@@ -141,7 +143,8 @@ def _tls_server(export_dir, certificates, client_verify):
                           certificates["client_cert"] if client_verify else "", client_verify)
   return model_server_lib.ModelServer(config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, ssl=ssl))
+      port=0, file_system_poll_wait_seconds=0, load=config.LoadOptions(enable_model_warmup=False),
+      ssl=ssl))
 
 
 def test_tls_and_mutual_tls(export_dir, certificates, sample_images):

@@ -23,6 +23,24 @@ def test_steady_throughput_skips_the_warm_up_interval():
   assert benchmark.steady_throughput(history[:1]) == 100.0
 
 
+def parsed(*argv):
+  flag_values = flags.FlagValues()
+  benchmark.define_flags(flag_values)
+  flag_values(["benchmark", *argv])
+  return flag_values
+
+
+def test_setups_and_accuracy_targets_are_checked_before_anything_runs():
+  assert benchmark.setups_from_flags(parsed("--setups=0,3")) == (
+      benchmark.SETUPS[0], benchmark.SETUPS[3])
+  with pytest.raises(ValueError, match=r"--setups 4,x: expected indices among 0, 1, 2, 3"):
+    benchmark.setups_from_flags(parsed("--setups=1,4,x"))
+  assert benchmark.accuracy_targets_from_flags(parsed("--time_to_accuracy=0.9,1")) == [0.9, 1.0]
+  for bad in ("abc", "99"):
+    with pytest.raises(ValueError, match=rf"--time_to_accuracy '{bad}': expected accuracies"):
+      benchmark.accuracy_targets_from_flags(parsed(f"--time_to_accuracy=0.9,{bad}"))
+
+
 @pytest.mark.slow
 def test_command_prints_a_row_per_setup_with_ratios():
   run = subprocess.run(

@@ -93,3 +93,9 @@ def test_task_argv_writes_only_what_differs_from_the_defaults():
 def test_initializer_choices_are_the_cnns():
   assert config_lib.INITIALIZERS == cnn.INITIALIZERS
   assert config_lib.TrainConfig().initializers in cnn.INITIALIZERS
+
+
+def test_task_argv_that_is_not_all_flags_is_refused():
+  """What is not a flag would be dropped without a word: a mistyped `-- max_steps=5`."""
+  with pytest.raises(ValueError, match=r"unexpected arguments \['max_steps=5'\]"):
+    config_lib.parse_task_argv(["--batch_size=8", "max_steps=5"])

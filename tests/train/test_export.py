@@ -118,6 +118,34 @@ def test_verification_catches_a_model_that_differs(trained, tmp_path):
     export.verify_export(path, trained, _images(4))
 
 
+def run_export(*args):
+  return subprocess.run([sys.executable, "-m", "train.export", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=180)
+
+
+def test_export_command_without_a_checkpoint_exits_2_naming_the_path(tmp_path):
+  missing = tmp_path / "nowhere"
+  run = run_export(f"--checkpoint_dir={missing}", f"--model_dir={tmp_path / 'model'}")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert run.stderr.strip() == (
+      f"error: no checkpoint found in {missing}, which does not exist: expected a directory "
+      "with a 'checkpoint' file (the trainer's --checkpoint_dir, by default its --log_dir), "
+      "or a checkpoint prefix")
+  assert not os.path.exists(tmp_path / "model")  # Nothing written.
+
+
+@pytest.mark.slow
+def test_export_command_refuses_a_model_dir_it_cannot_write(trained, tmp_path):
+  tf.train.Checkpoint(model=trained).save(str(tmp_path / "logs" / "ckpt"))
+  (tmp_path / "file").write_text("")
+  run = run_export(f"--checkpoint_dir={tmp_path / 'logs'}",
+                   f"--model_dir={tmp_path / 'file' / 'model'}", "--version=3")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert (f"error: cannot write the exported model (--model_dir) to {tmp_path}/file/model: "
+          f"{tmp_path}/file is not a directory") in run.stderr
+  assert "Traceback" not in run.stderr
+
+
 @pytest.mark.slow
 def test_export_command_and_a_fresh_process_loads_it(trained, tmp_path):
   """The separate export command, then the export loaded in a new process."""

@@ -52,6 +52,31 @@ def launch(fake_python, behaviour, num_ps=1, num_workers=2, evaluator=False, tim
   return code, output.getvalue()
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_launcher(*args):
+  return subprocess.run([sys.executable, "-m", "train.local_cluster", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num_workers=abc"], "flag --num_workers=abc: invalid literal for int()"),
+    (["--nonexistent_flag"], "Unknown command line flag 'nonexistent_flag'"),
+    (["--max_steps=5"],
+     "Unknown command line flag 'max_steps'\n--max_steps is train.task's: give it after `--`"),
+    (["--num_workers=0"], "num_workers must be at least 1, got 0"),
+    (["--", "--batch_size=abc"], "flag --batch_size=abc: invalid literal for int()"),
+    (["--", "--nonexistent_flag"], "Unknown command line flag 'nonexistent_flag'"),
+    (["--", "--max_steps=5", "stray"], "unexpected arguments ['stray']"),
+])
+def test_a_bad_flag_of_the_launcher_or_the_tasks_exits_2_before_any_task(args, message):
+  run = run_launcher(*args)
+  assert run.returncode == 2, run.stderr
+  assert f"error: {message}" in run.stderr and "Traceback" not in run.stderr
+  assert "Local cluster:" not in run.stderr  # Nothing was started.
+
+
 def test_cluster_layout_with_and_without_ps():
   ps = local_cluster.make_cluster(num_ps=2, num_workers=3)
   assert [len(ps[k]) for k in ("chief", "worker", "ps")] == [1, 3, 2]

@@ -84,7 +84,8 @@ def test_forced_strategy_that_does_not_fit_exits_2():
 
 
 def test_help_lists_the_seed_flags_with_their_defaults():
-  run = run_task("--help", timeout=60)  # absl's --help exits with 1.
+  run = run_task("--help", timeout=60)
+  assert run.returncode == 0, run.stderr
   text = " ".join(run.stdout.split())
   for flag, default in (("batch_size", "100"), ("max_steps", "10000"), ("checkpoint", "100"),
                         ("log_dir", "/tmp/logs"), ("model_dir", "/tmp/model")):
@@ -94,6 +95,59 @@ def test_help_lists_the_seed_flags_with_their_defaults():
 def test_bad_flag_value_exits_2():
   run = run_task("--batch_size=0", "--max_steps=1", timeout=60)
   assert run.returncode == 2 and "global_batch_size must be a positive integer" in run.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal for int()"),
+    (["--nonexistent_flag"], "Unknown command line flag 'nonexistent_flag'"),
+    (["--strategy=fast"], "flag --strategy=fast: value should be one of"),
+    (["--dry_run", "stray"], "unexpected arguments ['stray']"),
+])
+def test_a_flag_the_parser_refuses_exits_2(args, message):
+  run = run_task(*args, timeout=60)
+  assert run.returncode == 2, run.stderr
+  assert f"error: {message}" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("tf_config,line", [
+    (None, "Task chief:0 (no TF_CONFIG: one process), role standalone, strategy one_device"),
+    ({"cluster": {"master": ["m:1"], "worker": ["w:1"], "ps": ["p:1"]},
+      "task": {"type": "master", "index": 0}},
+     "Task chief:0 (master in TF_CONFIG), role coordinator, strategy parameter_server"),
+    ({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}},
+     "Task worker:1 (worker in TF_CONFIG), role server, strategy parameter_server"),
+])
+def test_the_first_line_says_which_task_this_is(tf_config, line):
+  config = cluster.parse_tf_config(None if tf_config is None else json.dumps(tf_config))
+  strategy = cluster.resolve_strategy(config)
+  assert task.describe_task(config, cluster.resolve_role(config, strategy), strategy) == line
+
+
+def test_a_directory_that_cannot_be_written_exits_2_before_training(tmp_path):
+  (tmp_path / "file").write_text("")
+  run = run_task("--data_dir=synthetic", "--max_steps=2", "--checkpoint=1",
+                 f"--log_dir={tmp_path / 'logs'}", f"--model_dir={tmp_path / 'file' / 'x'}")
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert (f"error: cannot write the exported model (--model_dir or $AIP_MODEL_DIR) to "
+          f"{tmp_path}/file/x: {tmp_path}/file is not a directory") in run.stderr
+  assert "Traceback" not in run.stderr
+  assert os.listdir(tmp_path / "logs") == []  # Checked, and nothing trained.
+  # The first line, without TF_CONFIG, says so.
+  assert "Task chief:0 (no TF_CONFIG: one process), role standalone" in run.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_exits_2_naming_it_with_no_temp_checkpoint(mount_tmpfs, tmp_path):
+  """A real ENOSPC: the log dir is a tmpfs that holds the summaries, not a checkpoint."""
+  logs = mount_tmpfs("logs", size=1 << 20)
+  run = run_task("--data_dir=synthetic", "--max_steps=4", "--checkpoint=2",
+                 "--batch_size=16", f"--log_dir={logs}", f"--model_dir={tmp_path / 'model'}",
+                 timeout=300)
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert (f"error: no space left on device (ENOSPC) in {logs}, where the task writes "
+          "checkpoints and TensorBoard summaries (--log_dir)") in run.stderr
+  assert "Traceback" not in run.stderr
+  assert [n for n in os.listdir(logs) if not n.startswith("events.out")] == []
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Tests of the embedded server in process: Predict, metadata, errors, versions, batching."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,9 +33,10 @@ from tensorflow_serving.config import file_system_storage_path_source_pb2
 from model import contract
 from serving.server import batching
 from serving.server import config
+from serving.server import errors
 from serving.server import manager
-from serving.server import main as server_main
 from serving.server import model_server as model_server_lib
+from common import processes
 from tests.serving.conftest import copy_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -165,14 +167,16 @@ def _filter(r):
 @pytest.mark.parametrize("spoil_fn,code,message", [
     (_wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, r"shape \[1,100\]; expected \[-1,784\]"),
     (_wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT, "dtype float64; expected float32"),
-    (_missing_input, grpc.StatusCode.INVALID_ARGUMENT, r"missing \['key'\]"),
-    (_unknown_input, grpc.StatusCode.INVALID_ARGUMENT, r"unknown \['label'\]"),
+    (_missing_input, grpc.StatusCode.INVALID_ARGUMENT, r"Missing but required: \{key\}"),
+    (_unknown_input, grpc.StatusCode.INVALID_ARGUMENT, r"Sent extra: \{label\}"),
     (_keys_for_other_batch, grpc.StatusCode.INVALID_ARGUMENT, "batch sizes"),
     (_filter, grpc.StatusCode.INVALID_ARGUMENT, "logits"),
-    (_model, grpc.StatusCode.NOT_FOUND, "model 'nope' is not served"),
-    (_version, grpc.StatusCode.NOT_FOUND, "version 99 is not available"),
-    (_label, grpc.StatusCode.NOT_FOUND, "no version label 'canary'"),
-    (_signature, grpc.StatusCode.NOT_FOUND, "no signature 'nope'"),
+    # TF Serving's statuses and words, which its clients and probes match on.
+    (_model, grpc.StatusCode.NOT_FOUND, r"Servable not found for request: Latest\(nope\)"),
+    (_version, grpc.StatusCode.NOT_FOUND,
+     r"Servable not found for request: Specific\(mnist, 99\)"),
+    (_label, grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: canary"),
+    (_signature, grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found'),
 ])
 def test_bad_request_gets_its_status_and_the_next_good_one_succeeds(
     stub, sample_images, spoil_fn, code, message):
@@ -186,13 +190,15 @@ def test_bad_request_gets_its_status_and_the_next_good_one_succeeds(
   assert list(good.outputs["key"].int64_val) == [2]
 
 
-def test_classify_regress_and_multi_inference_are_unimplemented_for_mnist(stub):
+def test_classify_on_a_predict_signature_is_invalid(stub):
   request = classification_pb2.ClassificationRequest()
   request.model_spec.name = "mnist"
   request.input.example_list.examples.add()
   with pytest.raises(grpc.RpcError) as info:
     stub.Classify(request, timeout=10)
-  assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+  # TF Serving's check of a classification signature: one input, named `inputs`.
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "Expected one input Tensor." in info.value.details()
 
 
 # ---- Metadata, status, health, reflection ----
@@ -205,7 +211,9 @@ def test_metadata_lists_both_signatures(stub):
   assert response.model_spec.version.value == 1
   signatures = get_model_metadata_pb2.SignatureDefMap()
   assert response.metadata["signature_def"].Unpack(signatures)
-  assert sorted(signatures.signature_def) == ["predict_images", "serving_default"]
+  # All of the SavedModel's, the TF2 init op's included, as TF Serving lists them.
+  assert sorted(signatures.signature_def) == ["__saved_model_init_op", "predict_images",
+                                              "serving_default"]
 
   def describe(infos):
     return {k: (tf.dtypes.as_dtype(v.dtype).name, [d.size for d in v.tensor_shape.dim])
@@ -281,6 +289,27 @@ def test_rest_predict_metadata_and_status(model_server, sample_images):
   assert _rest(model_server, "/v1/models/nope:predict", {"instances": []})[0] == 404
 
 
+def test_rest_cors_prometheus_and_classify_words(export_dir):
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
+      port=0, rest_api_port=processes.pick_free_ports(1)[0], file_system_poll_wait_seconds=0,
+      load=config.LoadOptions(enable_model_warmup=False), enable_cors_support=True,
+      prometheus_path="/metrics")
+  with model_server_lib.ModelServer(options) as s:
+    base = f"http://127.0.0.1:{s.rest_port}"
+    preflight = urllib.request.Request(f"{base}/v1/models/mnist:predict", method="OPTIONS",
+                                       headers={"Origin": "https://example.com"})
+    with urllib.request.urlopen(preflight, timeout=10) as reply:
+      assert reply.status == 200
+      assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert _rest(s, "/v1/models/mnist")[0] == 200
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
+      page = reply.read().decode()
+    assert ':tensorflow:serving:request_count{model_name="mnist",status="OK"} 1' in page
+    status, answer = _rest(s, "/v1/models/mnist:classify", {"examples": [{"x": 1.0}]})
+    assert status == 400 and answer == {"error": "Expected one input Tensor."}
+
+
 # ---- Versions: warmup, hot swap, policies, config ----
 
 
@@ -299,22 +328,88 @@ def test_failing_warmup_record_fails_the_load(export_dir, tmp_path, sample_image
   with tf.io.TFRecordWriter(os.path.join(version_dir, contract.WARMUP_FILE)) as writer:
     writer.write(prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=bad)).SerializeToString())
-  model_manager = manager.ModelManager((config.make_model_config("m", str(tmp_path)),))
-  model_manager.poll_once()
+  model_manager = manager.ModelManager((config.make_model_config("m", str(tmp_path)),),
+                                       config.LoadOptions(max_num_load_retries=0))
+  model_manager.poll_once(wait=True)
   try:
     [(version, state, error)] = model_manager.version_states("m")
     assert (version, state) == (1, _State.END)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "shape [1,3]" in error.message
     assert not model_manager.has_available_version()
-    model_manager.poll_once()  # A failed version is not retried in place...
+    model_manager.poll_once(wait=True)  # A failed version is not retried in place...
     assert model_manager.version_states("m")[0][1] == _State.END
     shutil.rmtree(version_dir)  # ...but loads once it is published again, fixed.
-    model_manager.poll_once()
+    model_manager.poll_once(wait=True)
     copy_version(export_dir, str(tmp_path), 1)
-    model_manager.poll_once()
+    model_manager.poll_once(wait=True)
     assert model_manager.version_states("m") == [(1, _State.AVAILABLE, None)]
   finally:
     model_manager.close()
+
+
+def _partial_copy(export_dir: str, version_dir: str) -> None:
+  """A version as a copy that is not a rename leaves it for a while: no variables yet."""
+  shutil.copytree(export_dir, version_dir, ignore=shutil.ignore_patterns("variables"))
+
+
+def test_a_version_still_being_copied_loads_on_a_retry(export_dir, tmp_path):
+  version_dir = str(tmp_path / "1")
+  _partial_copy(export_dir, version_dir)
+  model_manager = manager.ModelManager(
+      (config.make_model_config("m", str(tmp_path)),),
+      config.LoadOptions(max_num_load_retries=5, load_retry_interval_s=0.3))
+  try:
+    model_manager.poll_once()
+    assert wait_for(lambda: model_manager.version_states("m")[0][2] is not None, 30)
+    [(version, state, error)] = model_manager.version_states("m")
+    assert (version, state) == (1, _State.LOADING), "retrying: still LOADING, last error kept"
+    shutil.copytree(os.path.join(export_dir, "variables"), os.path.join(version_dir, "variables"))
+    assert wait_for(lambda: model_manager.version_states("m") == [(1, _State.AVAILABLE, None)],
+                    30), model_manager.version_states("m")
+  finally:
+    model_manager.close()
+
+
+def test_a_version_that_never_loads_is_reported_and_the_last_good_one_serves(
+    export_dir, tmp_path, sample_images):
+  base = str(tmp_path / "m")
+  os.makedirs(base)
+  copy_version(export_dir, base, 1)
+  options = config.ServerOptions(
+      model_config_list=(config.make_model_config("m", base),), port=0,
+      file_system_poll_wait_seconds=0.2,
+      load=config.LoadOptions(max_num_load_retries=2, load_retry_interval_s=0.1))
+  with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+    model_stub = model_service_pb2_grpc.ModelServiceStub(ch)
+    _partial_copy(export_dir, os.path.join(base, "2"))
+    assert wait_for(lambda: version_states(model_stub, "m").get(2) == _State.END, 60)
+    response = model_stub.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "m"}), timeout=5)
+    [failed] = [v for v in response.model_version_status if v.version == 2]
+    assert failed.status.error_code != 0 and "variables" in failed.status.error_message
+    assert stub.Predict(raw_request([1], sample_images[:1], model="m"), timeout=10) \
+        .model_spec.version.value == 1
+
+
+def test_a_missing_base_path_or_a_version_folder_is_explained_once(export_dir, tmp_path,
+                                                                   caplog):
+  version_dir = copy_version(export_dir, str(tmp_path), 2)
+  model_manager = manager.ModelManager(
+      (config.make_model_config("as_version", version_dir),
+       config.make_model_config("missing", str(tmp_path / "nope"))),
+      config.LoadOptions(max_num_load_retries=0))
+  try:
+    with caplog.at_level(logging.WARNING):
+      for _ in range(3):
+        model_manager.poll_once(wait=True)
+  finally:
+    model_manager.close()
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert sum("is itself a version folder" in w and f"--model_base_path={tmp_path}" in w
+             for w in warnings) == 1, warnings
+  assert sum(f"base path {tmp_path / 'nope'} does not exist" in w for w in warnings) == 1, \
+      warnings
 
 
 def test_start_on_a_busy_port_fails_clearly(export_dir):
@@ -323,7 +418,8 @@ def test_start_on_a_busy_port_fails_clearly(export_dir):
     busy.listen()
     options = config.ServerOptions(
         model_config_list=(config.make_model_config("m", os.path.dirname(export_dir)),),
-        port=busy.getsockname()[1], file_system_poll_wait_seconds=0, enable_model_warmup=False)
+        port=busy.getsockname()[1], file_system_poll_wait_seconds=0,
+        load=config.LoadOptions(enable_model_warmup=False))
     model_server = model_server_lib.ModelServer(options)
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{options.port}"):
       model_server.start()
@@ -396,8 +492,16 @@ def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path,
           version_labels {{ key: "stable" value: 1 }}
         }}
       }}""")
-  options = config.ServerOptions(model_config_list=config.parse_model_config_file(
-      str(config_file)), port=0, file_system_poll_wait_seconds=0)
+  configs = config.parse_model_config_file(str(config_file))
+  # As in TF Serving, a label may only name a version that is available: at start
+  # none is, unless --allow_version_labels_for_unavailable_models.
+  with pytest.raises(errors.ServingError,
+                     match="allow_version_labels_for_unavailable_models") as info:
+    model_server_lib.ModelServer(config.ServerOptions(model_config_list=configs, port=0))
+  assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+  options = config.ServerOptions(model_config_list=configs, port=0,
+                                 file_system_poll_wait_seconds=0,
+                                 allow_version_labels_for_unavailable_models=True)
   with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     request = raw_request([1], sample_images[:1], model="digits")
@@ -420,7 +524,8 @@ def test_all_versions_policy_and_labels_from_a_config_file(export_dir, tmp_path,
      "model_platform 'pytorch'; expected 'tensorflow'"),
     ('model_config_list { config { name: "a" base_path: "/x" } '
      'config { name: "a" base_path: "/y" } }', "appears twice"),
-    ("model_config_list { config { name: 3 } }", "not a ModelServerConfig text proto"),
+    ("model_config_list { config { name: 3 } }", "Error parsing text-format "
+     "tensorflow.serving.ModelServerConfig"),
 ])
 def test_bad_model_config_files(tmp_path, text, message):
   path = tmp_path / "bad.config"
@@ -449,7 +554,7 @@ def test_batching_and_ssl_text_protos(tmp_path):
   path.write_text("max_batch_size { value: 16 } allowed_batch_sizes: 8")
   with pytest.raises(ValueError, match="must increase and end with max_batch_size 16"):
     config.parse_batching_parameters_file(str(path))
-  ssl_cls = config._config_message_classes()[1]  # pylint: disable=protected-access
+  ssl_cls = config.config_message_class("SSLConfig")
   path.write_text(text_format.MessageToString(ssl_cls(
       server_key="KEY\n", server_cert="CERT\n", custom_ca="CA\n", client_verify=True)))
   assert config.parse_ssl_config_file(str(path)) == config.SslOptions(
@@ -498,9 +603,10 @@ def test_batch_scheduler_merges_queued_requests_and_pads():
 def test_enable_batching_merges_concurrent_requests(export_dir, sample_images, stub):
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False,
-      batching=config.BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000,
-                                      num_batch_threads=1))
+      port=0, file_system_poll_wait_seconds=0, load=config.LoadOptions(
+          enable_model_warmup=False,
+          batching=config.BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000,
+                                          num_batch_threads=1)))
   expected = tf.make_ndarray(stub.Predict(raw_request(np.arange(8), sample_images),
                                           timeout=10).outputs["scores"])
   with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
@@ -529,7 +635,8 @@ def test_enable_batching_merges_concurrent_requests(export_dir, sample_images, s
 def test_tensor_content_responses_when_enabled(export_dir, sample_images):
   options = config.ServerOptions(
       model_config_list=(config.make_model_config("mnist", os.path.dirname(export_dir)),),
-      port=0, file_system_poll_wait_seconds=0, enable_model_warmup=False, tensor_content=True)
+      port=0, file_system_poll_wait_seconds=0, load=config.LoadOptions(enable_model_warmup=False),
+      tensor_content=True)
   with model_server_lib.ModelServer(options) as s, grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:
     response = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(
         raw_request([3, 4], sample_images[:2]), timeout=10)
@@ -537,17 +644,3 @@ def test_tensor_content_responses_when_enabled(export_dir, sample_images):
   assert not response.outputs["scores"].float_val
   assert tf.make_ndarray(response.outputs["key"]).tolist() == [3, 4]
 
-
-# ---- The entry point's choice of binary ----
-
-
-def test_real_server_command_keeps_tf_serving_flags():
-  command = server_main.real_server_command("/bin/tfs", {
-      "port": 9000, "rest_api_port": 0, "model_name": "mnist", "model_base_path": "/m",
-      "enable_batching": True, "file_system_poll_wait_seconds": 1})
-  assert command == ["/bin/tfs", "--port=9000", "--rest_api_port=0", "--model_name=mnist",
-                     "--model_base_path=/m", "--file_system_poll_wait_seconds=1",
-                     "--enable_batching=true"]
-  with_config = server_main.real_server_command("/bin/tfs", {
-      "port": 1, "model_name": "mnist", "model_config_file": "/c"})
-  assert with_config == ["/bin/tfs", "--port=1", "--model_config_file=/c"]

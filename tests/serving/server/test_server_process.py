@@ -65,7 +65,7 @@ def test_serve_predict_hot_swap_cli_and_sigterm(server_kind, export_dir, tmp_pat
   (port,) = processes.pick_free_ports(1)
   log_path = tmp_path / "server.log"
   process = _start(["serving.server", f"--use_real_server={'always' if real else 'never'}",
-                    f"--model_base_path={base}",
+                    "--model_name=mnist", f"--model_base_path={base}",
                     f"--port={port}", "--file_system_poll_wait_seconds=1"], log_path=log_path)
   try:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -105,7 +105,7 @@ def test_serve_predict_hot_swap_cli_and_sigterm(server_kind, export_dir, tmp_pat
   if real:
     assert "Running the real TensorFlow Serving binary" in log_path.read_text()
     return
-  assert "model 'nope' is not served" in failing.stderr
+  assert "Servable not found for request: Latest(nope)" in failing.stderr
   log = log_path.read_text()
   assert "Running the embedded TF Serving-compatible server" in log
   assert "Unloading model mnist version 1" in log
@@ -120,13 +120,13 @@ def test_auto_runs_tensorflow_model_server_from_path(tmp_path):
   fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n')
   fake.chmod(0o755)
   env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-  process = _start(["serving.server", "--model_base_path=/models/mnist", "--port=9123",
-                    "--enable_batching"], env=env, log_path=tmp_path / "log")
+  process = _start(["serving.server", "--model_name=mnist", "--model_base_path=/models/mnist",
+                    "--port=9123", "--enable_batching"], env=env, log_path=tmp_path / "log")
   try:
     assert process.wait(60) == 0
   finally:
     _kill(process)
   assert (tmp_path / "argv").read_text().split() == [
-      "--port=9123", "--rest_api_port=0", "--model_name=mnist",
-      "--model_base_path=/models/mnist", "--enable_batching=true"]
+      "--port=9123", "--enable_batching=true", "--model_name=mnist",
+      "--model_base_path=/models/mnist"]
   assert "Running the real TensorFlow Serving binary" in (tmp_path / "log").read_text()
