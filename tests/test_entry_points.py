@@ -14,11 +14,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = ("train.task", "train.local_cluster", "train.benchmark", "train.export",
-                "serving.client", "serving.benchmark", "serving.load_test", "serving.server.main",
+                "train.migrate", "serving.client", "serving.benchmark", "serving.load_test", "serving.server.main",
                 "demo")
 # Those whose flags settings.parse_flags parses: a mistake exits 2, --help exits 0.
 PARSED_BY_SETTINGS = ("train.task", "train.local_cluster", "train.benchmark",
                       pytest.param("train.export", marks=pytest.mark.slow),  # Loads
+                      pytest.param("train.migrate", marks=pytest.mark.slow),
                       pytest.param("demo", marks=pytest.mark.slow),  # TensorFlow first.
                       *(pytest.param(name, marks=pytest.mark.slow) for name in (
                           "serving.client", "serving.benchmark", "serving.load_test",

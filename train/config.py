@@ -24,6 +24,10 @@ TASK_MODULE = "train.task"  # `python -m train.task`: every task of every cluste
 VERSIONED = "versioned"
 FLAT = "flat"
 
+# The CNN's first weights (model/cnn.py, which this module does not import: it
+# loads TensorFlow): the r0.12 program's distributions, or Keras's defaults.
+INITIALIZERS = ("seed", "keras")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -74,6 +78,16 @@ class TrainConfig:
   seed: int | None = setting(None, "Random seed (default: nondeterministic).")
   num_ps_shards: int = setting(
       1, "Split each large variable over up to this many parameter servers.")
+  initializers: str = setting(
+      "keras", "The CNN's first weights: seed: the r0.12 program's (truncated normals "
+      "of stddev 0.1 and 1.0, biases 0.1, a zero output layer); keras: Keras's defaults "
+      "(Glorot uniform, zero biases).", choices=INITIALIZERS)
+  warm_start_from: str | None = setting(
+      None, "Start from the weights of the r0.12 program's checkpoint: a prefix, its "
+      "--log_dir (the newest is taken) or its export (<model_dir>/export). Ignored when "
+      "the checkpoint directory holds a checkpoint of ours: training resumes from that.")
+  warm_start_optimizer: bool = setting(
+      False, "With --warm_start_from: also its Adam slots, and its global step as ours.")
 
   def __post_init__(self):
     for name in ("checkpoint_dir", "tensorboard_dir"):
@@ -90,6 +104,9 @@ class TrainConfig:
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
     settings.check_choices(self)
+    if self.warm_start_optimizer and not self.warm_start_from:
+      raise ValueError("warm_start_optimizer needs warm_start_from: the legacy checkpoint "
+                       "whose Adam slots and global step to start from")
 
   def with_log_dir(self, log_dir: str) -> "TrainConfig":
     """This config with its checkpoints and TensorBoard logs in `log_dir`."""

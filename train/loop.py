@@ -23,6 +23,7 @@ from train import checkpoint as checkpoint_lib
 from train import data as data_lib
 from train import evaluation
 from train import export
+from train import legacy
 from train.config import TrainConfig
 
 
@@ -80,7 +81,7 @@ class Trainer:
     self.is_chief = is_chief
     self.clock = clock
     with strategy.scope():
-      self.model = cnn.build_cnn(config.dropout_rate)
+      self.model = cnn.build_cnn(config.dropout_rate, config.initializers)
       self.optimizer = tf_keras.optimizers.Adam(_make_learning_rate(config))
       # Slots now, under the strategy, so that they live on the ps and restore eagerly.
       self.optimizer.build(self.model.trainable_variables)
@@ -151,12 +152,53 @@ class Trainer:
     return float(last)
 
   def restore(self) -> int:
-    """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any."""
+    """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any;
+    else warm-starts from the legacy checkpoint of config.warm_start_from, if given.
+
+    Our own checkpoint wins: a job restarted after its warm start resumes where it
+    was, not from the legacy weights again.
+    """
     latest = checkpoint_lib.latest_checkpoint(self.config.checkpoint_dir)
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info("Resumed from %s at step %d", latest, int(self.step.numpy()))
+      if self.config.warm_start_from:
+        logging.info("--warm_start_from=%s not read: %s holds our own checkpoint, which "
+                     "wins", self.config.warm_start_from, self.config.checkpoint_dir)
+    elif self.config.warm_start_from:
+      self.warm_start()
+      return self.evaluate_warm_start()
     return int(self.step.numpy())
+
+  def warm_start(self) -> None:
+    """Loads the legacy checkpoint into the model (and the optimizer's Adam state and
+    step, with config.warm_start_optimizer).
+
+    Every task that trains calls it: the chief under parameter servers, which assigns
+    the variables on the ps; every worker under MultiWorkerMirroredStrategy, each
+    from the same file, after which the replicas are checked to hold equal values.
+    """
+    optimizer = self.optimizer if self.config.warm_start_optimizer else None
+    read = legacy.warm_start(self.model, self.config.warm_start_from, optimizer)
+    if self.coordinator is None and self.strategy.num_replicas_in_sync > 1:
+      legacy.check_replicas_equal(self.strategy, self.model.trainable_variables)
+    logging.info("Warm-started from the r0.12 checkpoint %s: weights%s, step %d",
+                 read.source.prefix, " and Adam's slots" if optimizer else "",
+                 int(self.step.numpy()))
+
+  def evaluate_warm_start(self) -> int:
+    """Checkpoints and evaluates the warm start before any training step; its step.
+
+    The checkpoint makes a restart resume from the warm start rather than read the
+    legacy checkpoint again.
+    """
+    step = int(self.step.numpy())
+    result = self._evaluate(step, self.manager.save(checkpoint_number=step))
+    if result is not None:
+      logging.info("step %d/%d (warm start, before training) test_loss %.4f "
+                   "test_accuracy %.4f", step, self.config.max_steps, result.loss,
+                   result.accuracy)
+    return step
 
   def _evaluate(self, step: int, checkpoint_path: str) -> evaluation.EvalResult | None:
     """Evaluates the checkpoint just written, read into the plain evaluation model.

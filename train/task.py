@@ -125,6 +125,7 @@ def main(argv):
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
   from common import mnist
+  from train import legacy
   from train import storage
   from train import strategies
   outputs = storage.outputs_of(train_config, role, is_chief=config.is_chief,
@@ -139,7 +140,7 @@ def main(argv):
     if result is not None and config.is_chief and options.result_json:
       with tf.io.gfile.GFile(options.result_json, "w") as f:
         json.dump(result.as_json(), f)
-  except mnist.DataError as e:
+  except (mnist.DataError, legacy.LegacyCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_BAD_CONFIG
   except strategies.ClusterTimeoutError as e:

@@ -53,3 +53,15 @@ def test_command_prints_a_row_per_setup_with_ratios():
                     run.stdout, re.MULTILINE)
   assert [r[0] for r in rows] == ["one process", "PSS 1 ps + 1 worker"]
   assert rows[0][2] == "1.00" and int(rows[1][1]) > 0
+
+
+def test_initializers_run_the_parameter_server_cluster_once_each():
+  flag_values = flags.FlagValues()
+  benchmark.define_flags(flag_values)
+  flag_values(["benchmark", "--time_to_accuracy=0.992", "--compare_initializers=seed,keras"])
+  setups = benchmark.setups_from_flags(flag_values)
+  assert [(s.name, s.num_ps, s.num_workers, s.initializers) for s in setups] == [
+      ("PSS 1 ps + 2 workers, seed initializers", 1, 2, "seed"),
+      ("PSS 1 ps + 2 workers, keras initializers", 1, 2, "keras")]
+  with pytest.raises(flags.IllegalFlagValueError, match="expected some of seed, keras"):
+    flag_values(["benchmark", "--compare_initializers=glorot"])

@@ -6,6 +6,7 @@ from absl import flags
 import pytest
 
 from common import settings
+from model import cnn
 from train import config as config_lib
 from train.config import TaskOptions
 from train.config import TrainConfig
@@ -87,6 +88,11 @@ def test_task_argv_writes_only_what_differs_from_the_defaults():
                               TaskOptions(dry_run=True)) == [
       "--max_steps=5", "--log_dir=/w", "--dry_run"]
   assert config_lib.task_argv(TrainConfig(export=False)) == ["--noexport"]
+
+
+def test_initializer_choices_are_the_cnns():
+  assert config_lib.INITIALIZERS == cnn.INITIALIZERS
+  assert config_lib.TrainConfig().initializers in cnn.INITIALIZERS
 
 
 def test_task_argv_that_is_not_all_flags_is_refused():
