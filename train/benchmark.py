@@ -133,6 +133,11 @@ class _StepLines:
     self.log.flush()
 
 
+def _copy_lines(stream, lines: _StepLines) -> None:
+  for line in stream:
+    lines.write(line)
+
+
 def training_intervals(history: list, global_batch_size: int) -> list[tuple[int, int, float]]:
   """(first step, last step, training seconds) of each interval after the first.
 
@@ -201,8 +206,7 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
       process = processes.start_module(
           config_lib.TASK_MODULE, config_lib.task_argv(train_config, options), env=env,
           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-      pump = threading.Thread(target=lambda: [lines.write(l) for l in process.stdout],
-                              daemon=True)
+      pump = threading.Thread(target=_copy_lines, args=(process.stdout, lines), daemon=True)
       pump.start()
       sampler = process_stats.Sampler(lambda: {ONE_PROCESS_ROLE: process.pid})
       try:
@@ -602,25 +606,38 @@ def main(argv):
           return 1
         if not targets:
           logging.info("round %d: %s: %s", r + 1, setup.name, runs[setup][-1])
-  print(f"global batch {train_config.global_batch_size}, examples/s over steps "
-        f"{train_config.checkpoint_interval}-{train_config.max_steps}, "
-        f"steps_per_execution {train_config.steps_per_execution}, learning rate "
-        f"{train_config.learning_rate:g} {train_config.learning_rate_schedule}, "
-        f"{os.cpu_count()} CPUs, {1 if targets else FLAGS.rounds} round(s), load average "
-        f"{os.getloadavg()[0]:.1f}")
+      if not targets:
+        # Every round's tables, so that a run cut short still leaves its medians.
+        print_report(train_config, setups, runs, r + 1, legacy=FLAGS.legacy,
+                     sizing_inputs=(parameter_bytes, FLAGS.ps_cores) if FLAGS.sizing else None)
   if targets:
+    print(header(train_config, 1))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
-    return 0
-  print("\n".join(throughput_table(setups, runs)))
-  if FLAGS.legacy:
-    print()
-    print("\n".join(legacy_table(runs)))
-  if FLAGS.sizing:
-    print()
-    print("\n".join(sizing_report(runs, parameter_bytes, train_config.global_batch_size,
-                                  FLAGS.ps_cores)))
   return 0
 
+
+def header(train_config: config_lib.TrainConfig, rounds: int) -> str:
+  return (f"global batch {train_config.global_batch_size}, examples/s over steps "
+          f"{train_config.checkpoint_interval}-{train_config.max_steps}, "
+          f"steps_per_execution {train_config.steps_per_execution}, learning rate "
+          f"{train_config.learning_rate:g} {train_config.learning_rate_schedule}, "
+          f"{os.cpu_count()} CPUs, {rounds} round(s), load average "
+          f"{os.getloadavg()[0]:.1f}")
+
+
+def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
+                 rounds: int, *, legacy: bool, sizing_inputs: tuple | None) -> None:
+  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores)."""
+  print(header(train_config, rounds))
+  print("\n".join(throughput_table(setups, runs)))
+  if legacy:
+    print()
+    print("\n".join(legacy_table(runs)))
+  if sizing_inputs:
+    print()
+    print("\n".join(sizing_report(runs, sizing_inputs[0], train_config.global_batch_size,
+                                  sizing_inputs[1])))
+  print(flush=True)
 
 if __name__ == "__main__":
   define_flags()
