@@ -416,53 +416,25 @@ def model_parameter_bytes() -> int:
   return sum(v.shape.num_elements() * v.dtype.size for v in model.variables)
 
 
-SIZING_LINKS_GBIT = (10, 100)
-SIZING_CLUSTER_WORKERS = (4, 8, 16, 32, 64)
-
-
 def sizing_report(runs: dict, parameter_bytes: int, global_batch_size: int,
                   ps_cores: float) -> list[str]:
-  """The sizing model from the measured costs, and its check on the local clusters."""
-  one = runs[SETUPS[0]]
-  clusters = [s for s in SIZING_SETUPS[1:] if s in runs]
-  ps_cpu_1 = _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[SIZING_SETUPS[1]]])
-  worker_rate = statistics.median(m.examples_per_sec for m in one) / global_batch_size
-  if ps_cpu_1 is None:
+  """The sizing model from the costs measured here, checked on each local cluster.
+
+  The ps CPU per worker step is PSS 1 ps + 1 worker's; a worker's step rate is one
+  process's (a worker with this machine's cores to itself).
+  """
+  ps_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[SIZING_SETUPS[1]]])
+  if ps_cpu_ms is None:
     return ["sizing: the parameter server's CPU was not measured"]
-  cost = sizing.StepCost(parameter_bytes, ps_cpu_1, worker_rate)
-  lines = [
-      f"Model: {parameter_bytes / 1e6:.2f} MB of variables; per worker step "
-      f"{cost.bytes_per_step / 1e6:.2f} MB moved (variables read + gradients sent).",
-      f"Measured here: ps CPU {ps_cpu_1:.1f} ms per worker step (1 ps + 1 worker); a "
-      f"worker steps {worker_rate:.1f} times/s (one process here), so each worker's link "
-      f"carries {sizing.worker_link_gbit_per_sec(cost):.2f} Gbit/s each way.",
-      "",
-      "Check on the local clusters (1 ps): the model's per-step costs against what they "
-      "measure.",
-      "| workers | global steps/s | ps CPU ms/step: measured | model | ps bytes/step: "
-      "measured (MB) | model (MB) |",
-      "|---|---|---|---|---|---|"]
-  for setup in clusters:
-    measurements = runs[setup]
-    rate = statistics.median(m.examples_per_sec for m in measurements) / global_batch_size
-    ps_cpu = _median_or_none([m.cpu_ms_per_step.get("ps") for m in measurements])
-    moved = _median_or_none([m.ps_bytes_per_step for m in measurements])
-    lines.append(f"| {setup.num_workers} | {rate:.1f} | {_ms(ps_cpu)} | {ps_cpu_1:.1f} "
-                 f"| {'-' if moved is None else f'{moved / 1e6:.2f}'} "
-                 f"| {cost.bytes_per_step / 1e6:.2f} |")
-  lines += [
-      "",
-      f"One ps shard (a {ps_cores:g}-core parameter server) feeds, and a cluster of N "
-      "workers like the one measured needs --num_ps_shards:",
-      "| link | workers per shard: link | cores | shards for N = "
-      + ", ".join(str(n) for n in SIZING_CLUSTER_WORKERS) + " |",
-      "|---|---|---|---|"]
-  for link in SIZING_LINKS_GBIT:
-    shards = [sizing.shards_needed(n, cost, link, ps_cores) for n in SIZING_CLUSTER_WORKERS]
-    lines.append(f"| {link} Gbit/s | {sizing.workers_per_shard_network(cost, link):.1f} "
-                 f"| {sizing.workers_per_shard_cpu(cost, ps_cores):.1f} "
-                 f"| {', '.join(str(s) for s in shards)} |")
-  return lines
+  worker_rate = statistics.median(m.examples_per_sec for m in runs[SETUPS[0]])
+  cost = sizing.StepCost(parameter_bytes, ps_cpu_ms, worker_rate / global_batch_size)
+  checks = [sizing.ClusterCheck(
+      setup.num_workers,
+      statistics.median(m.examples_per_sec for m in runs[setup]) / global_batch_size,
+      _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[setup]]),
+      _median_or_none([m.ps_bytes_per_step for m in runs[setup]]))
+            for setup in SIZING_SETUPS[1:] if setup in runs]
+  return sizing.report(cost, checks, ps_cores)
 
 
 # --- The command --------------------------------------------------------------------

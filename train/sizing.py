@@ -62,3 +62,54 @@ def shards_needed(num_workers: int, cost: StepCost, link_gbit_per_sec: float,
 def worker_link_gbit_per_sec(cost: StepCost) -> float:
   """What each worker's own link carries each way, whatever the number of shards."""
   return cost.parameter_bytes * cost.worker_steps_per_sec * BITS_PER_BYTE / 1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterCheck:
+  """What a local cluster of 1 ps and `num_workers` workers measured."""
+  num_workers: int
+  global_steps_per_sec: float
+  ps_cpu_ms: float | None          # Per global step.
+  ps_bytes_per_step: float | None  # Through the ps's connections, both ways.
+
+
+LINKS_GBIT_PER_SEC = (10, 100)
+CLUSTER_WORKERS = (4, 8, 16, 32, 64)
+
+
+def _number(value, scale: float = 1.0, digits: int = 2) -> str:
+  return "-" if value is None else f"{value / scale:.{digits}f}"
+
+
+def report(cost: StepCost, checks: list[ClusterCheck], ps_cores: float) -> list[str]:
+  """The model's inputs, its check against local clusters, and the shards it gives."""
+  lines = [
+      f"Model: {cost.parameter_bytes / 1e6:.2f} MB of variables; per worker step "
+      f"{cost.bytes_per_step / 1e6:.2f} MB moved (variables read + gradients sent).",
+      f"Measured here: ps CPU {cost.ps_cpu_ms:.1f} ms per worker step (1 ps + 1 worker); "
+      f"a worker steps {cost.worker_steps_per_sec:.1f} times/s (one process here), so "
+      f"each worker's link carries {worker_link_gbit_per_sec(cost):.2f} Gbit/s each way.",
+      "",
+      "Check on the local clusters (1 ps): the model's per-step costs against what they "
+      "measure.",
+      "| workers | global steps/s | ps CPU ms/step: measured | model | ps bytes/step: "
+      "measured (MB) | model (MB) |",
+      "|---|---|---|---|---|---|"]
+  for check in checks:
+    lines.append(f"| {check.num_workers} | {check.global_steps_per_sec:.1f} "
+                 f"| {_number(check.ps_cpu_ms, digits=1)} | {cost.ps_cpu_ms:.1f} "
+                 f"| {_number(check.ps_bytes_per_step, 1e6)} "
+                 f"| {cost.bytes_per_step / 1e6:.2f} |")
+  lines += [
+      "",
+      f"One ps shard (a {ps_cores:g}-core parameter server) feeds, and a cluster of N "
+      "such workers needs --num_ps_shards:",
+      "| link | workers per shard: link | cores | shards for N = "
+      + ", ".join(str(n) for n in CLUSTER_WORKERS) + " |",
+      "|---|---|---|---|"]
+  for link in LINKS_GBIT_PER_SEC:
+    shards = [shards_needed(n, cost, link, ps_cores) for n in CLUSTER_WORKERS]
+    lines.append(f"| {link} Gbit/s | {workers_per_shard_network(cost, link):.1f} "
+                 f"| {workers_per_shard_cpu(cost, ps_cores):.1f} "
+                 f"| {', '.join(str(s) for s in shards)} |")
+  return lines

@@ -30,3 +30,11 @@ def test_shards_needed_rounds_up():
   assert sizing.shards_needed(64, COST, 100, 4) == 8
   with pytest.raises(ValueError, match="num_workers 0: expected at least 1"):
     sizing.shards_needed(0, COST, 10, 4)
+
+
+def test_report_sets_each_cluster_beside_the_model():
+  checks = [sizing.ClusterCheck(1, 20.0, 19.5, 20.1e6), sizing.ClusterCheck(3, 30.0, None, None)]
+  report = sizing.report(COST, checks, 4)
+  assert "| 1 | 20.0 | 19.5 | 20.0 | 20.10 | 20.00 |" in report
+  assert "| 3 | 30.0 | - | 20.0 | - | 20.00 |" in report
+  assert "| 10 Gbit/s | 5.0 | 8.0 | 1, 2, 4, 7, 13 |" in report
