@@ -84,6 +84,7 @@ LEGACY_SETUPS = (
     Setup("legacy, one process", None, legacy=True),
     Setup("legacy, 1 ps + master + worker", 1, 1, legacy=True),
 )
+ALL_SETUPS = SETUPS + LEGACY_SETUPS  # By --setups index.
 # Ours beside the seed's, shape by shape: (ours, legacy).
 LEGACY_SHAPES = ((SETUPS[0], LEGACY_SETUPS[0]), (SETUPS[2], LEGACY_SETUPS[1]))
 
@@ -185,11 +186,11 @@ def cpu_ms_per_step(sampler: process_stats.Sampler, windows: list[tuple[float, f
 
 
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-              timeout_s: float, *, sampler_port: bool = False):
+              timeout_s: float, *, ps_bytes: bool = False):
   """Trains one setup of ours from scratch in `workdir`.
 
   Returns the chief's result JSON, the clock time of each step line, and the
-  sampler of the run's processes' CPU (and, with `sampler_port`, of the ps's bytes).
+  sampler of the run's processes' CPU (and, with `ps_bytes`, of ps:0's TCP bytes).
   """
   result_json = os.path.join(workdir, "result.json")
   train_config = dataclasses.replace(train_config.with_log_dir(f"{workdir}/logs"),
@@ -219,11 +220,10 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
       pump.join(5)
     else:
       cluster = local_cluster.make_cluster(setup.num_ps, setup.num_workers)
-      port = (int(cluster["ps"][0].rsplit(":", 1)[1])
-              if sampler_port and setup.num_ps else None)
       with local_cluster.LocalCluster(cluster, train_config, options, output=lines) as local:
         sampler = process_stats.Sampler(
-            lambda: {t.name: t.process.pid for t in local.tasks}, port=port)
+            lambda: {t.name: t.process.pid for t in local.tasks},
+            bytes_of="ps:0" if ps_bytes and setup.num_ps else None)
         with sampler:
           code = local.wait(timeout_s)
   if code != 0:
@@ -238,7 +238,7 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
                   timeout_s: float, *, ps_bytes: bool = False) -> Measurement:
   """Examples/s and CPU per step of one setup of ours over its steady intervals."""
   result, line_times, sampler = run_setup(setup, train_config, workdir, timeout_s,
-                                          sampler_port=ps_bytes)
+                                          ps_bytes=ps_bytes)
   batch = train_config.global_batch_size
   intervals = training_intervals(result["history"], batch)
   windows = [(line_times[first], line_times[first] + seconds)
@@ -461,12 +461,15 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
       "compare_initializers", lambda names: set(names or ()) <= set(config_lib.INITIALIZERS),
       message=f"--compare_initializers: expected some of {', '.join(config_lib.INITIALIZERS)}",
       flag_values=flag_values)
-  flags.DEFINE_list("setups", None, "Subset of setups by index (0-3); default: all.",
+  flags.DEFINE_list("setups", None, "Subset of setups by index: 0 one process, 1 PSS 1 ps "
+                    "+ 1 worker, 2 PSS 1 ps + 2 workers, 3 MWMS 2 workers, 4 and 5 the "
+                    "r0.12 program's (see --legacy); default: 0-3.",
                     flag_values=flag_values)
   flags.DEFINE_bool("legacy", False, "Also run the r0.12 program (tests/legacy, through "
                     "tf.compat.v1; needs the repository checkout) as one process and as "
-                    "1 ps + master + worker, and print ours / legacy for those shapes. "
-                    "Every setup then trains with the seed's Adam 1e-4 constant.",
+                    "1 ps + master + worker (setups 4 and 5), and print ours / legacy for "
+                    "those shapes. With either, every setup trains with the seed's Adam "
+                    "at a constant 1e-4.",
                     flag_values=flag_values)
   flags.DEFINE_integer("rounds", 1, "Run every setup once per round, in rotating order; "
                        "report the median of each ratio.", lower_bound=1,
@@ -489,24 +492,25 @@ def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
                  for name in flag_values.compare_initializers)
   if flag_values.time_to_accuracy:
     return (SETUPS[0], SETUPS[2])
-  indices = [str(i) for i in range(len(SETUPS))]
+  indices = [str(i) for i in range(len(ALL_SETUPS))]
   unknown = [i for i in flag_values.setups or () if i not in indices]
   if unknown:
     raise ValueError(f"--setups {','.join(unknown)}: expected indices among "
                      f"{', '.join(indices)}")
-  chosen = (tuple(SETUPS[int(i)] for i in flag_values.setups) if flag_values.setups
+  chosen = (tuple(ALL_SETUPS[int(i)] for i in flag_values.setups) if flag_values.setups
             else () if flag_values.sizing else SETUPS)
   if flag_values.sizing:
     chosen += tuple(s for s in SIZING_SETUPS if s not in chosen)
   if flag_values.legacy:
-    chosen += LEGACY_SETUPS
+    chosen += tuple(s for s in LEGACY_SETUPS if s not in chosen)
   return chosen
 
 
-def train_config_for(flag_values: flags.FlagValues) -> config_lib.TrainConfig:
-  """The trainer's config of the parsed flags (the seed's optimizer with --legacy)."""
+def train_config_for(flag_values: flags.FlagValues, setups: tuple) -> config_lib.TrainConfig:
+  """The trainer's config of the parsed flags; the seed's optimizer when `setups`
+  hold the r0.12 program."""
   overrides = {}
-  if flag_values.legacy:
+  if any(setup.legacy for setup in setups):
     overrides = {"learning_rate": LEGACY_LEARNING_RATE, "learning_rate_schedule": "constant"}
   train_config = config_lib.train_config_from_flags(flag_values, **overrides)
   if not flag_values.time_to_accuracy and \
@@ -551,8 +555,8 @@ def time_to_accuracy_table(rows: list, targets: list[float], global_batch_size: 
 def main(argv):
   del argv
   try:
-    train_config = train_config_for(FLAGS)
     setups = setups_from_flags(FLAGS)
+    train_config = train_config_for(FLAGS, setups)
     targets = accuracy_targets_from_flags(FLAGS)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -5,8 +5,8 @@ training step (utime + stime from /proc/<pid>/stat) survives the sharing much
 better. `Sampler` reads it for every process of a run a few times a second, and
 `Sampler.cpu_between` interpolates it over any window of time.monotonic() (one
 clock for every process of this machine). It can also read the bytes that went
-through the TCP connections a server accepted on its port (from `ss -ti`), which
-is what a parameter server sends and receives.
+through the TCP connections of one of them (from `ss -tip`), which for a parameter
+server is the variables it sends and the gradients it receives.
 """
 
 import bisect
@@ -69,23 +69,37 @@ def environment_of(pid: int) -> dict[str, str]:
 _SS_BYTES = re.compile(r"\bbytes_(sent|received):(\d+)")
 
 
-def parse_ss_bytes(ss_output: str) -> int:
-  """Bytes sent plus received over every connection `ss -tinH` listed."""
-  return sum(int(count) for _, count in _SS_BYTES.findall(ss_output))
+def parse_ss_bytes(ss_output: str, pid: int) -> int:
+  """Bytes sent plus received over the connections of `pid` in `ss -tinpH` output.
+
+  Each connection is a line naming its owner (`users:(("python",pid=N,fd=M))`)
+  followed by an indented line of its counters.
+  """
+  owner = re.compile(rf"\bpid={pid},")
+  total, owned = 0, False
+  for line in ss_output.splitlines():
+    if not line[:1].isspace():
+      owned = bool(owner.search(line))
+    elif owned:
+      total += sum(int(count) for _, count in _SS_BYTES.findall(line))
+  return total
 
 
-def tcp_bytes(port: int) -> int | None:
-  """Bytes through the open TCP connections accepted on 127.0.0.1:`port`, both ways.
+def tcp_bytes(pid: int) -> int | None:
+  """Bytes through the open TCP connections of `pid`, both ways, whoever opened them.
 
   None when `ss` (iproute2) is missing. Connections already closed are not counted,
-  so read it over a window in which the connections stay up.
+  so read it over a window in which the connections stay up. A parameter server
+  needs both kinds: its variables leave through the connections workers open to
+  it, their gradients arrive through those it opens to them (TensorFlow's gRPC
+  runtime pulls each tensor from the task that holds it).
   """
   try:
-    run = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+    run = subprocess.run(["ss", "-tinpH", "state", "established"],
                          capture_output=True, text=True, timeout=10, check=True)
   except (OSError, subprocess.SubprocessError):
     return None
-  return parse_ss_bytes(run.stdout)
+  return parse_ss_bytes(run.stdout, pid)
 
 
 def interpolate(samples: list[tuple[float, float]], t: float) -> float | None:
@@ -104,17 +118,19 @@ def interpolate(samples: list[tuple[float, float]], t: float) -> float | None:
 
 
 class Sampler:
-  """Samples each named process's CPU seconds (and a port's TCP bytes) on a thread.
+  """Samples each named process's CPU seconds (and one's TCP bytes) on a thread.
 
   `pids_fn` returns the processes to sample now, {name: pid}: it is called at every
   sample, so processes that start later (a launcher's children) are picked up.
-  Use as a context manager around the run.
+  `bytes_of` names the process whose TCP bytes to sample too. Use as a context
+  manager around the run.
   """
 
-  def __init__(self, pids_fn: Callable[[], Mapping[str, int]], *, port: int | None = None,
-               interval_s: float = 0.25, clock=time.monotonic):
+  def __init__(self, pids_fn: Callable[[], Mapping[str, int]], *,
+               bytes_of: str | None = None, interval_s: float = 0.25,
+               clock=time.monotonic):
     self.pids_fn = pids_fn
-    self.port = port
+    self.bytes_of = bytes_of
     self.interval_s = interval_s
     self.clock = clock
     self.cpu: dict[str, list[tuple[float, float]]] = {}
@@ -131,15 +147,16 @@ class Sampler:
     self._thread.join()
 
   def sample(self) -> None:
-    for name, pid in dict(self.pids_fn()).items():
+    pids = dict(self.pids_fn())
+    for name, pid in pids.items():
       # Read just before and after the clock: the time is within one read of both.
       t = self.clock()
       seconds = cpu_seconds(pid)
       if seconds is not None:
         self.cpu.setdefault(name, []).append((t, seconds))
-    if self.port is not None:
+    if self.bytes_of in pids:
       t = self.clock()
-      count = tcp_bytes(self.port)
+      count = tcp_bytes(pids[self.bytes_of])
       if count is not None:
         self.bytes.append((t, count))
 
@@ -153,7 +170,7 @@ class Sampler:
     return _difference(self.cpu.get(name, []), start, end)
 
   def bytes_between(self, start: float, end: float) -> float | None:
-    """Bytes through the port's connections between two clock times."""
+    """Bytes through the `bytes_of` process's connections between two clock times."""
     return _difference(self.bytes, start, end)
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,12 +17,31 @@ def test_cpu_seconds_are_read_after_the_command_name():
   assert process_stats.cpu_seconds(os.getpid()) > 0
 
 
-def test_ss_bytes_sum_both_ways_over_connections():
-  output = ("0 0 127.0.0.1:5000 127.0.0.1:40000\n\t bbr cwnd:11 bytes_sent:5000 "
-            "bytes_acked:5000 bytes_received:100000 segs_out:3\n"
-            "0 0 127.0.0.1:5000 127.0.0.1:40002\n\t bytes_sent:7 bytes_received:3\n")
-  assert process_stats.parse_ss_bytes(output) == 105010
-  assert process_stats.parse_ss_bytes("") == 0
+def test_ss_bytes_sum_both_ways_over_the_connections_of_one_process():
+  output = (
+      "0 0 127.0.0.1:5000 127.0.0.1:40000 users:((\"python\",pid=77,fd=5))\n"
+      "\t bbr cwnd:11 bytes_sent:5000 bytes_acked:5000 bytes_received:100000 segs_out:3\n"
+      "0 0 127.0.0.1:40000 127.0.0.1:5000 users:((\"python\",pid=771,fd=4))\n"
+      "\t bytes_sent:100000 bytes_received:5000\n"
+      "0 0 127.0.0.1:40002 127.0.0.1:6000 users:((\"python\",pid=77,fd=9))\n"
+      "\t bytes_sent:7 bytes_received:3\n")
+  assert process_stats.parse_ss_bytes(output, 77) == 105010
+  assert process_stats.parse_ss_bytes(output, 771) == 105000
+  assert process_stats.parse_ss_bytes(output, 7) == 0
+
+
+def test_tcp_bytes_count_what_a_process_sent_and_received():
+  with socket.create_server(("127.0.0.1", 0)) as server:
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    with client, accepted:
+      before = process_stats.tcp_bytes(os.getpid())
+      client.sendall(b"x" * 100_000)
+      received = 0
+      while received < 100_000:
+        received += len(accepted.recv(65536))
+      # Both ends are ours: the bytes count once sent and once received.
+      assert process_stats.tcp_bytes(os.getpid()) - before == 200_000
 
 
 def test_interpolate_between_samples_and_none_outside():
