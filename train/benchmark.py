@@ -584,7 +584,8 @@ def main(argv):
           logging.info("round %d: %s: %s", r + 1, setup.name, runs[setup][-1])
       if not targets:
         # Every round's tables, so that a run cut short still leaves its medians.
-        print_report(train_config, setups, runs, r + 1, legacy=FLAGS.legacy,
+        print_report(train_config, setups, runs, r + 1,
+                     legacy=any(setup.legacy for setup in setups),
                      sizing_inputs=(parameter_bytes, FLAGS.ps_cores) if FLAGS.sizing else None)
   if targets:
     print(header(train_config, 1))
