@@ -79,7 +79,7 @@ SETUPS = (
     Setup("PSS 1 ps + 2 workers", 1, 2),
     Setup("MWMS 2 workers", 0, 2),
 )
-SIZING_SETUPS = (SETUPS[0], SETUPS[1], SETUPS[2], Setup("PSS 1 ps + 3 workers", 1, 3))
+SIZING_SETUPS = (SETUPS[1], SETUPS[2], Setup("PSS 1 ps + 3 workers", 1, 3))
 LEGACY_SETUPS = (
     Setup("legacy, one process", None, legacy=True),
     Setup("legacy, 1 ps + master + worker", 1, 1, legacy=True),
@@ -416,25 +416,27 @@ def model_parameter_bytes() -> int:
   return sum(v.shape.num_elements() * v.dtype.size for v in model.variables)
 
 
-def sizing_report(runs: dict, parameter_bytes: int, global_batch_size: int,
-                  ps_cores: float) -> list[str]:
+def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
+                  worker_cores: float) -> list[str]:
   """The sizing model from the costs measured here, checked on each local cluster.
 
-  The ps CPU per worker step is PSS 1 ps + 1 worker's; a worker's step rate is one
-  process's (a worker with this machine's cores to itself).
+  The per-step costs are PSS 1 ps + 1 worker's: the ps's CPU per step, and the
+  worker's, from which a worker with `worker_cores` cores of its own steps
+  `worker_cores` seconds of CPU per second. CPU per step survives this machine's
+  sharing; its wall-clock rates do not.
   """
-  ps_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[SIZING_SETUPS[1]]])
-  if ps_cpu_ms is None:
-    return ["sizing: the parameter server's CPU was not measured"]
-  worker_rate = statistics.median(m.examples_per_sec for m in runs[SETUPS[0]])
-  cost = sizing.StepCost(parameter_bytes, ps_cpu_ms, worker_rate / global_batch_size)
+  single = runs[SIZING_SETUPS[0]]
+  ps_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("ps") for m in single])
+  worker_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("worker") for m in single])
+  if ps_cpu_ms is None or worker_cpu_ms is None:
+    return ["sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
+  cost = sizing.StepCost(parameter_bytes, ps_cpu_ms, worker_cores * 1000.0 / worker_cpu_ms)
   checks = [sizing.ClusterCheck(
       setup.num_workers,
-      statistics.median(m.examples_per_sec for m in runs[setup]) / global_batch_size,
       _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[setup]]),
       _median_or_none([m.ps_bytes_per_step for m in runs[setup]]))
-            for setup in SIZING_SETUPS[1:] if setup in runs]
-  return sizing.report(cost, checks, ps_cores)
+            for setup in SIZING_SETUPS if setup in runs]
+  return sizing.report(cost, checks, ps_cores, worker_cores)
 
 
 # --- The command --------------------------------------------------------------------
@@ -477,9 +479,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_bool("sizing", False, "Also run PSS with 1, 2 and 3 workers and print the "
                     "sizing model: bytes and ps CPU per worker step, the workers one ps "
                     "shard feeds at 10 and 100 Gbit/s, the --num_ps_shards a cluster "
-                    "needs.", flag_values=flag_values)
+                    "needs; checked against the bytes and ps CPU per step measured on "
+                    "each.", flag_values=flag_values)
   flags.DEFINE_float("ps_cores", 4, "With --sizing: cores of each parameter server of "
                      "the cluster sized.", lower_bound=0.1, flag_values=flag_values)
+  flags.DEFINE_float("worker_cores", 4, "With --sizing: cores of each worker of the "
+                     "cluster sized.", lower_bound=0.1, flag_values=flag_values)
   flags.DEFINE_float("timeout", 1800.0, "Seconds per setup.", flag_values=flag_values)
 
 
@@ -586,7 +591,8 @@ def main(argv):
         # Every round's tables, so that a run cut short still leaves its medians.
         print_report(train_config, setups, runs, r + 1,
                      legacy=any(setup.legacy for setup in setups),
-                     sizing_inputs=(parameter_bytes, FLAGS.ps_cores) if FLAGS.sizing else None)
+                     sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
+                                    if FLAGS.sizing else None))
   if targets:
     print(header(train_config, 1))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
@@ -604,7 +610,8 @@ def header(train_config: config_lib.TrainConfig, rounds: int) -> str:
 
 def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
                  rounds: int, *, legacy: bool, sizing_inputs: tuple | None) -> None:
-  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores)."""
+  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
+  worker cores)."""
   print(header(train_config, rounds))
   print("\n".join(throughput_table(setups, runs)))
   if legacy:
@@ -612,8 +619,7 @@ def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict
     print("\n".join(legacy_table(runs)))
   if sizing_inputs:
     print()
-    print("\n".join(sizing_report(runs, sizing_inputs[0], train_config.global_batch_size,
-                                  sizing_inputs[1])))
+    print("\n".join(sizing_report(runs, *sizing_inputs)))
   print(flush=True)
 
 if __name__ == "__main__":

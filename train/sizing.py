@@ -68,7 +68,6 @@ def worker_link_gbit_per_sec(cost: StepCost) -> float:
 class ClusterCheck:
   """What a local cluster of 1 ps and `num_workers` workers measured."""
   num_workers: int
-  global_steps_per_sec: float
   ps_cpu_ms: float | None          # Per global step.
   ps_bytes_per_step: float | None  # Through the ps's connections, both ways.
 
@@ -81,24 +80,24 @@ def _number(value, scale: float = 1.0, digits: int = 2) -> str:
   return "-" if value is None else f"{value / scale:.{digits}f}"
 
 
-def report(cost: StepCost, checks: list[ClusterCheck], ps_cores: float) -> list[str]:
+def report(cost: StepCost, checks: list[ClusterCheck], ps_cores: float,
+           worker_cores: float) -> list[str]:
   """The model's inputs, its check against local clusters, and the shards it gives."""
   lines = [
       f"Model: {cost.parameter_bytes / 1e6:.2f} MB of variables; per worker step "
       f"{cost.bytes_per_step / 1e6:.2f} MB moved (variables read + gradients sent).",
-      f"Measured here: ps CPU {cost.ps_cpu_ms:.1f} ms per worker step (1 ps + 1 worker); "
-      f"a worker steps {cost.worker_steps_per_sec:.1f} times/s (one process here), so "
-      f"each worker's link carries {worker_link_gbit_per_sec(cost):.2f} Gbit/s each way.",
+      f"Measured here (1 ps + 1 worker): ps CPU {cost.ps_cpu_ms:.1f} ms per worker step; "
+      f"a worker with {worker_cores:g} cores of its own steps {cost.worker_steps_per_sec:.1f} "
+      f"times/s, so its link carries {worker_link_gbit_per_sec(cost):.2f} Gbit/s each way.",
       "",
       "Check on the local clusters (1 ps): the model's per-step costs against what they "
       "measure.",
-      "| workers | global steps/s | ps CPU ms/step: measured | model | ps bytes/step: "
-      "measured (MB) | model (MB) |",
-      "|---|---|---|---|---|---|"]
+      "| workers | ps CPU ms/step: measured | model | ps bytes/step: measured (MB) "
+      "| model (MB) |",
+      "|---|---|---|---|---|"]
   for check in checks:
-    lines.append(f"| {check.num_workers} | {check.global_steps_per_sec:.1f} "
-                 f"| {_number(check.ps_cpu_ms, digits=1)} | {cost.ps_cpu_ms:.1f} "
-                 f"| {_number(check.ps_bytes_per_step, 1e6)} "
+    lines.append(f"| {check.num_workers} | {_number(check.ps_cpu_ms, digits=1)} "
+                 f"| {cost.ps_cpu_ms:.1f} | {_number(check.ps_bytes_per_step, 1e6)} "
                  f"| {cost.bytes_per_step / 1e6:.2f} |")
   lines += [
       "",

@@ -157,17 +157,20 @@ def test_tables_give_median_ratios_of_each_round():
 
 
 def test_sizing_report_checks_the_model_on_each_cluster():
-  one, pss1, pss2 = benchmark.SETUPS[0], benchmark.SIZING_SETUPS[1], benchmark.SIZING_SETUPS[2]
-  runs = {one: [measurement(2500.0, process=100.0)],
-          pss1: [benchmark.Measurement(1500.0, {"ps": 20.0, "worker": 150.0}, 20.5e6)],
-          pss2: [benchmark.Measurement(1800.0, {"ps": 22.0, "worker": 300.0}, 20.4e6)]}
-  report = benchmark.sizing_report(runs, 10_000_000, 100, 4)
+  pss1, pss2 = benchmark.SIZING_SETUPS[:2]
+  runs = {pss1: [benchmark.Measurement(15.0, {"ps": 20.0, "worker": 160.0}, 20.5e6)],
+          pss2: [benchmark.Measurement(18.0, {"ps": 22.0, "worker": 300.0}, 20.4e6)]}
+  # 4 cores over 160 ms of worker CPU per step: 25 steps/s.
+  report = benchmark.sizing_report(runs, 10_000_000, ps_cores=4, worker_cores=4)
   assert report[0].startswith("Model: 10.00 MB of variables; per worker step 20.00 MB")
-  assert "2.00 Gbit/s each way" in report[1]
-  assert "| 2 | 18.0 | 22.0 | 20.0 | 20.40 | 20.00 |" in report
+  assert "steps 25.0 times/s, so its link carries 2.00 Gbit/s each way" in report[1]
+  assert "| 2 | 22.0 | 20.0 | 20.40 | 20.00 |" in report
   # As in tests/train/test_sizing.py: 5 workers per shard by the link, 8 by the cores.
   assert "| 10 Gbit/s | 5.0 | 8.0 | 1, 2, 4, 7, 13 |" in report
   assert "| 100 Gbit/s | 50.0 | 8.0 | 1, 1, 2, 4, 8 |" in report
+  runs[pss1] = [benchmark.Measurement(15.0, {"ps": None, "worker": 160.0})]
+  assert benchmark.sizing_report(runs, 1, 4, 4) == [
+      "sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
 
 
 def test_model_parameter_bytes_are_the_cnns_float32_variables():

@@ -33,8 +33,9 @@ def test_shards_needed_rounds_up():
 
 
 def test_report_sets_each_cluster_beside_the_model():
-  checks = [sizing.ClusterCheck(1, 20.0, 19.5, 20.1e6), sizing.ClusterCheck(3, 30.0, None, None)]
-  report = sizing.report(COST, checks, 4)
-  assert "| 1 | 20.0 | 19.5 | 20.0 | 20.10 | 20.00 |" in report
-  assert "| 3 | 30.0 | - | 20.0 | - | 20.00 |" in report
+  checks = [sizing.ClusterCheck(1, 19.5, 20.1e6), sizing.ClusterCheck(3, None, None)]
+  report = sizing.report(COST, checks, ps_cores=4, worker_cores=2)
+  assert "a worker with 2 cores of its own steps 25.0 times/s" in report[1]
+  assert "| 1 | 19.5 | 20.0 | 20.10 | 20.00 |" in report
+  assert "| 3 | - | 20.0 | - | 20.00 |" in report
   assert "| 10 Gbit/s | 5.0 | 8.0 | 1, 2, 4, 7, 13 |" in report
