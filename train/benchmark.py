@@ -29,7 +29,9 @@ so a cluster here measures the framework's overhead, not a speed-up.
 `--legacy` adds the r0.12 program of tests/legacy (through tf.compat.v1), run as
 `python -m tests.legacy.run` from the repository checkout this module sits in, as
 one process and as 1 ps + master + worker, at the seed's Adam 1e-4 constant (ours
-then train with the same), with the ratios ours / legacy.
+then train with the same), with the ratios ours / legacy. `--sizing` adds PSS with
+3 workers, measures the bytes through the ps's connections, and prints the sizing
+model of train/sizing.py beside what each local cluster measured.
 
 Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a bad flag.
 """
