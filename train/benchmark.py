@@ -3,6 +3,10 @@ r"""Training throughput of each way to run the trainer, measured side by side in
 Typical usage:
 
   python -m train.benchmark                       # throughput table, real MNIST
+  # Beside the r0.12 program we replace (run from the repository checkout), 3 rounds:
+  python -m train.benchmark --legacy --setups=0,2 --rounds=3
+  # How many parameter servers a bigger cluster needs, checked on 1, 2, 3 workers here:
+  python -m train.benchmark --sizing --rounds=2
   python -m train.benchmark --time_to_accuracy=0.99,0.992 --max_steps=3000 \
       --checkpoint=250
   # Which first weights reach 99.2% sooner, on PSS 1 ps + 2 workers:
@@ -12,10 +16,22 @@ Typical usage:
 Every configuration trains the same model at the same global batch (--batch_size)
 as real processes on this machine: one process, ParameterServerStrategy with 1 ps
 and 1 or 2 workers (plus the chief), MultiWorkerMirroredStrategy with 2 workers.
-Throughput is training examples/s over the intervals after the first (which holds
-tracing and warm-up), evaluation and checkpoints excluded; ratios are against one
-process in the same run. All tasks share this machine's cores, so a cluster here
-measures the framework's overhead, not a speed-up.
+Throughput is training examples/s from step --checkpoint to --max_steps: the first
+interval (tracing, warm-up), evaluation and checkpoints are left out. Ratios are
+against one process in the same round. `--rounds` runs every setup once per round,
+in an order that rotates, and reports the median of each ratio.
+
+Beside examples/s the table gives CPU milliseconds per step of each process role
+(/proc/<pid>/stat over the same steps): on shared cores wall time is what the
+neighbours leave, CPU per step is the work. All tasks share this machine's cores,
+so a cluster here measures the framework's overhead, not a speed-up.
+
+`--legacy` adds the r0.12 program of tests/legacy (through tf.compat.v1), run as
+`python -m tests.legacy.run` from the repository checkout this module sits in, as
+one process and as 1 ps + master + worker, at the seed's Adam 1e-4 constant (ours
+then train with the same), with the ratios ours / legacy. `--sizing` adds PSS with
+3 workers, measures the bytes through the ps's connections, and prints the sizing
+model of train/sizing.py beside what each local cluster measured.
 
 Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a bad flag.
 """
@@ -23,10 +39,13 @@ Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a b
 import dataclasses
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 from absl import app
 from absl import flags
@@ -36,6 +55,15 @@ from common import processes
 from common import settings
 from train import config as config_lib
 from train import local_cluster
+from train import process_stats
+from train import sizing
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEGACY_MODULE = "tests.legacy.run"
+# The seed's optimizer: Adam at a constant 1e-4. Ours train with it beside the seed.
+LEGACY_LEARNING_RATE = 1e-4
+# Process roles, as the CPU column names them.
+ONE_PROCESS_ROLE = "process"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +72,7 @@ class Setup:
   num_ps: int | None      # None: one process, no TF_CONFIG.
   num_workers: int = 0
   initializers: str | None = None  # None: the trainer's default.
+  legacy: bool = False    # The r0.12 program (num_workers beside its master).
 
 
 SETUPS = (
@@ -52,15 +81,119 @@ SETUPS = (
     Setup("PSS 1 ps + 2 workers", 1, 2),
     Setup("MWMS 2 workers", 0, 2),
 )
+SIZING_SETUPS = (SETUPS[1], SETUPS[2], Setup("PSS 1 ps + 3 workers", 1, 3))
+LEGACY_SETUPS = (
+    Setup("legacy, one process", None, legacy=True),
+    Setup("legacy, 1 ps + master + worker", 1, 1, legacy=True),
+)
+ALL_SETUPS = SETUPS + LEGACY_SETUPS  # By --setups index.
+# Ours beside the seed's, shape by shape: (ours, legacy).
+LEGACY_SHAPES = ((SETUPS[0], LEGACY_SETUPS[0]), (SETUPS[2], LEGACY_SETUPS[1]))
 
 
 class SetupFailedError(RuntimeError):
   """A setup's training exited non-zero; the message holds the end of its log."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+  """One setup's run over its steady steps."""
+  examples_per_sec: float
+  cpu_ms_per_step: dict        # Role ("ps", "chief", "worker", ...) -> ms per global step.
+  ps_bytes_per_step: float | None = None   # Through the ps's connections, both ways.
+
+  @property
+  def total_cpu_ms_per_step(self) -> float | None:
+    values = list(self.cpu_ms_per_step.values())
+    return sum(values) if values and None not in values else None
+
+
+# --- Our trainer ------------------------------------------------------------------
+
+
+class _StepLines:
+  """Passes a run's output on to its log and notes when each `step N/M` line came.
+
+  The chief logs that line when an interval ends; the next interval's training
+  starts right after it.
+  """
+  _STEP = re.compile(r"\bstep (\d+)/\d+\b")
+
+  def __init__(self, log, clock=time.monotonic):
+    self.log = log
+    self.clock = clock
+    self.times: dict[int, float] = {}
+    self._lock = threading.Lock()
+
+  def write(self, text: str) -> None:
+    t = self.clock()
+    with self._lock:
+      self.log.write(text)
+      for match in self._STEP.finditer(text):
+        self.times.setdefault(int(match.group(1)), t)
+
+  def flush(self) -> None:
+    self.log.flush()
+
+
+def _copy_lines(stream, lines: _StepLines) -> None:
+  for line in stream:
+    lines.write(line)
+
+
+def training_intervals(history: list, global_batch_size: int) -> list[tuple[int, int, float]]:
+  """(first step, last step, training seconds) of each interval after the first.
+
+  Reads the rows of a result JSON's history: per row its `step` and the training
+  examples/s of the interval that ended there. The first interval holds tracing and
+  warm-up and is left out. Rows without a rate, or repeating a step, are skipped.
+  """
+  rows = {}
+  for row in history:
+    rate = row.get("examples_per_sec")
+    if rate and row["step"] not in rows:
+      rows[row["step"]] = rate
+  steps = sorted(rows)
+  return [(first, last, (last - first) * global_batch_size / rows[last])
+          for first, last in zip(steps, steps[1:])]
+
+
+def steady_throughput(history: list, global_batch_size: int) -> float:
+  """Training examples/s over the intervals after the first (all, if only one)."""
+  intervals = training_intervals(history, global_batch_size)
+  if not intervals:
+    row = history[-1]
+    return row["examples_per_sec"]
+  steps = sum(last - first for first, last, _ in intervals)
+  return steps * global_batch_size / sum(seconds for _, _, seconds in intervals)
+
+
+def role_of(task_name: str) -> str:
+  """`ps:0` -> ps, `worker:1` -> worker, chief, master, process."""
+  return task_name.split(":")[0]
+
+
+def cpu_ms_per_step(sampler: process_stats.Sampler, windows: list[tuple[float, float]],
+                    steps: int) -> dict:
+  """CPU ms per step of each role, its processes summed, over the clock windows."""
+  by_role = {}
+  for name in sampler.cpu:
+    seconds = [sampler.cpu_between(name, start, end) for start, end in windows]
+    role = role_of(name)
+    if None in seconds or by_role.get(role, 0.0) is None:
+      by_role[role] = None
+    else:
+      by_role[role] = by_role.get(role, 0.0) + sum(seconds) * 1000.0 / steps
+  return by_role
+
+
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-              timeout_s: float) -> dict:
-  """Trains one setup from scratch in `workdir`; returns the chief's result JSON."""
+              timeout_s: float, *, ps_bytes: bool = False):
+  """Trains one setup of ours from scratch in `workdir`.
+
+  Returns the chief's result JSON, the clock time of each step line, and the
+  sampler of the run's processes' CPU (and, with `ps_bytes`, of ps:0's TCP bytes).
+  """
   result_json = os.path.join(workdir, "result.json")
   train_config = dataclasses.replace(train_config.with_log_dir(f"{workdir}/logs"),
                                      model_dir=f"{workdir}/model", export=False)
@@ -70,34 +203,245 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
   with open(log_path, "w") as log:
+    lines = _StepLines(log)
     if setup.num_ps is None:
       env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
       process = processes.start_module(
           config_lib.TASK_MODULE, config_lib.task_argv(train_config, options), env=env,
-          stdout=log, stderr=subprocess.STDOUT)
+          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+      pump = threading.Thread(target=_copy_lines, args=(process.stdout, lines), daemon=True)
+      pump.start()
+      sampler = process_stats.Sampler(lambda: {ONE_PROCESS_ROLE: process.pid})
       try:
-        code = process.wait(timeout_s)
+        with sampler:
+          code = process.wait(timeout_s)
       except subprocess.TimeoutExpired:
         code = local_cluster.EXIT_TIMEOUT
       finally:
         processes.stop_process(process)
+      pump.join(5)
     else:
       cluster = local_cluster.make_cluster(setup.num_ps, setup.num_workers)
-      with local_cluster.LocalCluster(cluster, train_config, options, output=log) as local:
-        code = local.wait(timeout_s)
+      with local_cluster.LocalCluster(cluster, train_config, options, output=lines) as local:
+        sampler = process_stats.Sampler(
+            lambda: {t.name: t.process.pid for t in local.tasks},
+            bytes_of="ps:0" if ps_bytes and setup.num_ps else None)
+        with sampler:
+          code = local.wait(timeout_s)
   if code != 0:
     with open(log_path) as f:
       raise SetupFailedError(f"{setup.name} failed with exit code {code}:\n"
                              f"{f.read()[-3000:]}")
   with open(result_json) as f:
-    return json.load(f)
+    return json.load(f), lines.times, sampler
 
 
-def steady_throughput(history: list) -> float:
-  """Median examples/s over the intervals after the first (rows as in result JSON)."""
-  rates = [row["examples_per_sec"] for row in history[1:] or history]
-  return statistics.median(rates)
+def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
+                  timeout_s: float, *, ps_bytes: bool = False) -> Measurement:
+  """Examples/s and CPU per step of one setup of ours over its steady intervals."""
+  result, line_times, sampler = run_setup(setup, train_config, workdir, timeout_s,
+                                          ps_bytes=ps_bytes)
+  batch = train_config.global_batch_size
+  intervals = training_intervals(result["history"], batch)
+  windows = [(line_times[first], line_times[first] + seconds)
+             for first, _, seconds in intervals if first in line_times]
+  steps = sum(last - first for first, last, _ in intervals)
+  cpu = (cpu_ms_per_step(sampler, windows, steps)
+         if intervals and len(windows) == len(intervals) else {})
+  moved = None
+  if ps_bytes and windows:
+    parts = [sampler.bytes_between(start, end) for start, end in windows]
+    moved = None if None in parts else sum(parts) / steps
+  return Measurement(steady_throughput(result["history"], batch), cpu, moved)
 
+
+# --- The r0.12 program ------------------------------------------------------------
+
+
+def legacy_step_window(result: dict, first_step: int, last_step: int
+                       ) -> tuple[float, float, int]:
+  """(start, end, global steps) between the master's first recorded steps at or past
+  `first_step` and `last_step`, from the seed's --result_json (tests/legacy/timing.py:
+  per step it ran, the global step and the time.monotonic() after its sess.run)."""
+  steps = result["global_step"]
+  try:
+    i = next(i for i, step in enumerate(steps) if step >= first_step)
+    j = next(j for j, step in enumerate(steps) if step >= last_step)
+  except StopIteration:
+    raise ValueError(f"the legacy run recorded global steps {steps[:1]}..{steps[-1:]}: "
+                     f"expected {first_step} to {last_step}") from None
+  return result["run_end_s"][i], result["run_end_s"][j], steps[j] - steps[i]
+
+
+def legacy_argv(setup: Setup, work_dir: str, train_config: config_lib.TrainConfig,
+                timeout_s: float) -> list[str]:
+  """`python -m tests.legacy.run` arguments: the seed's flags for the same steps.
+
+  It runs a few steps past --max_steps (a worker's steps interleave with the
+  master's, which records only its own) and evaluates only before the window
+  (the seed evaluates at its first step and every --checkpoint steps).
+  """
+  first, last = train_config.checkpoint_interval, train_config.max_steps
+  shape = ["--one_process"] if setup.num_ps is None else [f"--num_workers={setup.num_workers}"]
+  return [f"--work_dir={work_dir}", *shape,
+          f"--batch_size={train_config.global_batch_size}", f"--max_steps={last + 10}",
+          f"--checkpoint={last + 1000}", f"--rate_window={first},{last}",
+          f"--timeout={timeout_s:g}"]
+
+
+def _legacy_task_names(launcher_pid: int, known: dict) -> dict:
+  """The launcher's children by task name (ps:0, master, worker:0, process)."""
+  for pid in process_stats.children_of(launcher_pid):
+    if pid not in known:
+      tf_config = process_stats.environment_of(pid).get("TF_CONFIG")
+      if tf_config is None:
+        known[pid] = ONE_PROCESS_ROLE
+      else:
+        task = json.loads(tf_config)["task"]
+        known[pid] = task["type"] if task["type"] == "master" \
+            else f"{task['type']}:{task['index']}"
+  return {name: pid for pid, name in known.items()}
+
+
+def measure_legacy(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
+                   timeout_s: float) -> Measurement:
+  """Runs the r0.12 program as a subprocess and measures it like ours."""
+  if not os.path.isdir(os.path.join(REPO_ROOT, "tests", "legacy")):
+    raise SetupFailedError(f"--legacy runs {LEGACY_MODULE} from the repository "
+                           f"checkout; {REPO_ROOT}/tests/legacy does not exist")
+  work_dir = os.path.join(workdir, "legacy")
+  argv = legacy_argv(setup, work_dir, train_config, timeout_s)
+  known = {}
+  with tempfile.TemporaryFile("w+") as output:
+    launcher = processes.start_module(LEGACY_MODULE, argv, cwd=REPO_ROOT, stdout=output,
+                                      stderr=subprocess.STDOUT, text=True)
+    try:
+      with process_stats.Sampler(lambda: _legacy_task_names(launcher.pid, known)) as sampler:
+        code = launcher.wait(timeout_s + 60)
+    except subprocess.TimeoutExpired:
+      code = local_cluster.EXIT_TIMEOUT
+    finally:
+      processes.stop_process(launcher)
+    output.seek(0)
+    text = output.read()
+  if code != 0:
+    raise SetupFailedError(f"{setup.name} failed with exit code {code}:\n{text[-3000:]}")
+  # The launcher ends with its summary, a JSON object whose first line is "{".
+  summary = json.loads(text[text.rfind("\n{\n") + 1:])
+  with open(summary["result_json"]) as f:
+    result = json.load(f)
+  start, end, steps = legacy_step_window(result, train_config.checkpoint_interval,
+                                         train_config.max_steps)
+  return Measurement(summary["examples_per_second"],
+                     cpu_ms_per_step(sampler, [(start, end)], steps))
+
+
+# --- Rounds and tables --------------------------------------------------------------
+
+
+def round_orders(setups: tuple, rounds: int) -> list[tuple]:
+  """The order of the setups in each round: rotated by one each round, so that no
+  setup always runs first (after a quiet spell) or last."""
+  n = len(setups)
+  return [tuple(setups[(r + i) % n] for i in range(n)) for r in range(rounds)]
+
+
+def ratio_cell(ratios: list[float]) -> str:
+  """The median ratio, with each round's when there are several."""
+  text = f"{statistics.median(ratios):.2f}x"
+  if len(ratios) > 1:
+    text += " (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
+  return text
+
+
+def _median_or_none(values):
+  values = [v for v in values if v is not None]
+  return statistics.median(values) if values else None
+
+
+def _ms(value) -> str:
+  return "-" if value is None else f"{value:.1f}"
+
+
+def cpu_cell(measurements: list[Measurement]) -> str:
+  """Median CPU ms/step by role over the rounds, e.g. `ps 27.5 · chief 1.2 · worker 393`."""
+  roles = []
+  for m in measurements:
+    roles += [r for r in m.cpu_ms_per_step if r not in roles]
+  order = {"ps": 0, "chief": 1, "master": 2, "worker": 3, ONE_PROCESS_ROLE: 4}
+  roles.sort(key=lambda r: order.get(r, 9))
+  return " · ".join(
+      f"{role} {_ms(_median_or_none([m.cpu_ms_per_step.get(role) for m in measurements]))}"
+      for role in roles) or "-"
+
+
+def throughput_table(setups: tuple, runs: dict) -> list[str]:
+  """Markdown rows: examples/s, ratio to one process, CPU ms/step (medians of rounds)."""
+  lines = ["| setup | examples/s | vs one process | CPU ms/step, all processes "
+           "| CPU ms/step by process |", "|---|---|---|---|---|"]
+  baseline = runs.get(SETUPS[0])
+  for setup in setups:
+    measurements = runs[setup]
+    rate = statistics.median(m.examples_per_sec for m in measurements)
+    ratio = "-"
+    if baseline is not None:
+      ratio = ratio_cell([m.examples_per_sec / b.examples_per_sec
+                          for m, b in zip(measurements, baseline)])
+    total = _median_or_none([m.total_cpu_ms_per_step for m in measurements])
+    lines.append(f"| {setup.name} | {rate:.0f} | {ratio} | {_ms(total)} "
+                 f"| {cpu_cell(measurements)} |")
+  return lines
+
+
+def legacy_table(runs: dict) -> list[str]:
+  """Markdown rows: ours / legacy per shape (median of the rounds' ratios)."""
+  lines = ["| shape | legacy examples/s | ours examples/s | ours / legacy "
+           "| legacy CPU ms/step | ours CPU ms/step |", "|---|---|---|---|---|---|"]
+  for ours, legacy in LEGACY_SHAPES:
+    if ours not in runs or legacy not in runs:
+      continue
+    pairs = list(zip(runs[ours], runs[legacy]))
+    lines.append(
+        f"| {ours.name} / {legacy.name} "
+        f"| {statistics.median(l.examples_per_sec for _, l in pairs):.0f} "
+        f"| {statistics.median(o.examples_per_sec for o, _ in pairs):.0f} "
+        f"| {ratio_cell([o.examples_per_sec / l.examples_per_sec for o, l in pairs])} "
+        f"| {_ms(_median_or_none([l.total_cpu_ms_per_step for _, l in pairs]))} "
+        f"| {_ms(_median_or_none([o.total_cpu_ms_per_step for o, _ in pairs]))} |")
+  return lines
+
+
+def model_parameter_bytes() -> int:
+  """Bytes of the CNN's variables, as built (imports TensorFlow)."""
+  from model import cnn  # pylint: disable=g-import-not-at-top: loads TensorFlow.
+  model = cnn.build_cnn()
+  return sum(v.shape.num_elements() * v.dtype.size for v in model.variables)
+
+
+def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
+                  worker_cores: float) -> list[str]:
+  """The sizing model from the costs measured here, checked on each local cluster.
+
+  The per-step costs are PSS 1 ps + 1 worker's: the ps's CPU per step, and the
+  worker's, from which a worker with `worker_cores` cores of its own steps
+  `worker_cores` seconds of CPU per second. CPU per step survives this machine's
+  sharing; its wall-clock rates do not.
+  """
+  single = runs[SIZING_SETUPS[0]]
+  ps_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("ps") for m in single])
+  worker_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("worker") for m in single])
+  if ps_cpu_ms is None or worker_cpu_ms is None:
+    return ["sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
+  cost = sizing.StepCost(parameter_bytes, ps_cpu_ms, worker_cores * 1000.0 / worker_cpu_ms)
+  checks = [sizing.ClusterCheck(
+      setup.num_workers,
+      _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[setup]]),
+      _median_or_none([m.ps_bytes_per_step for m in runs[setup]]))
+            for setup in SIZING_SETUPS if setup in runs]
+  return sizing.report(cost, checks, ps_cores, worker_cores)
+
+
+# --- The command --------------------------------------------------------------------
 
 # The trainer's settings this benchmark varies; the rest keep train.task's defaults.
 TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval",
@@ -108,7 +452,7 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
-                                   defaults={"max_steps": 600})
+                        defaults={"max_steps": 200})
   flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds "
                     "of training for one process and for PSS 1 ps + 2 workers to first "
                     "reach each of these test accuracies (evaluated every --checkpoint "
@@ -121,8 +465,28 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
       "compare_initializers", lambda names: set(names or ()) <= set(config_lib.INITIALIZERS),
       message=f"--compare_initializers: expected some of {', '.join(config_lib.INITIALIZERS)}",
       flag_values=flag_values)
-  flags.DEFINE_list("setups", None, "Subset of setups by index (0-3); default: all.",
+  flags.DEFINE_list("setups", None, "Subset of setups by index: 0 one process, 1 PSS 1 ps "
+                    "+ 1 worker, 2 PSS 1 ps + 2 workers, 3 MWMS 2 workers, 4 and 5 the "
+                    "r0.12 program's (see --legacy); default: 0-3.",
                     flag_values=flag_values)
+  flags.DEFINE_bool("legacy", False, "Also run the r0.12 program (tests/legacy, through "
+                    "tf.compat.v1; needs the repository checkout) as one process and as "
+                    "1 ps + master + worker (setups 4 and 5), and print ours / legacy for "
+                    "those shapes. With either, every setup trains with the seed's Adam "
+                    "at a constant 1e-4.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("rounds", 1, "Run every setup once per round, in rotating order; "
+                       "report the median of each ratio.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_bool("sizing", False, "Also run PSS with 1, 2 and 3 workers and print the "
+                    "sizing model: bytes and ps CPU per worker step, the workers one ps "
+                    "shard feeds at 10 and 100 Gbit/s, the --num_ps_shards a cluster "
+                    "needs; checked against the bytes and ps CPU per step measured on "
+                    "each.", flag_values=flag_values)
+  flags.DEFINE_float("ps_cores", 4, "With --sizing: cores of each parameter server of "
+                     "the cluster sized.", lower_bound=0.1, flag_values=flag_values)
+  flags.DEFINE_float("worker_cores", 4, "With --sizing: cores of each worker of the "
+                     "cluster sized.", lower_bound=0.1, flag_values=flag_values)
   flags.DEFINE_float("timeout", 1800.0, "Seconds per setup.", flag_values=flag_values)
 
 
@@ -135,14 +499,33 @@ def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
                  for name in flag_values.compare_initializers)
   if flag_values.time_to_accuracy:
     return (SETUPS[0], SETUPS[2])
-  if not flag_values.setups:
-    return SETUPS
-  indices = [str(i) for i in range(len(SETUPS))]
-  unknown = [i for i in flag_values.setups if i not in indices]
+  indices = [str(i) for i in range(len(ALL_SETUPS))]
+  unknown = [i for i in flag_values.setups or () if i not in indices]
   if unknown:
     raise ValueError(f"--setups {','.join(unknown)}: expected indices among "
                      f"{', '.join(indices)}")
-  return tuple(SETUPS[int(i)] for i in flag_values.setups)
+  chosen = (tuple(ALL_SETUPS[int(i)] for i in flag_values.setups) if flag_values.setups
+            else () if flag_values.sizing else SETUPS)
+  if flag_values.sizing:
+    chosen += tuple(s for s in SIZING_SETUPS if s not in chosen)
+  if flag_values.legacy:
+    chosen += tuple(s for s in LEGACY_SETUPS if s not in chosen)
+  return chosen
+
+
+def train_config_for(flag_values: flags.FlagValues, setups: tuple) -> config_lib.TrainConfig:
+  """The trainer's config of the parsed flags; the seed's optimizer when `setups`
+  hold the r0.12 program."""
+  overrides = {}
+  if any(setup.legacy for setup in setups):
+    overrides = {"learning_rate": LEGACY_LEARNING_RATE, "learning_rate_schedule": "constant"}
+  train_config = config_lib.train_config_from_flags(flag_values, **overrides)
+  if not flag_values.time_to_accuracy and \
+      train_config.max_steps <= train_config.checkpoint_interval:
+    raise ValueError(f"--max_steps={train_config.max_steps}: expected more than "
+                     f"--checkpoint={train_config.checkpoint_interval} (the steps after "
+                     "the first interval are measured)")
+  return train_config
 
 
 def accuracy_targets_from_flags(flag_values: flags.FlagValues) -> list[float]:
@@ -159,49 +542,87 @@ def accuracy_targets_from_flags(flag_values: flags.FlagValues) -> list[float]:
   return targets
 
 
+def time_to_accuracy_table(rows: list, targets: list[float], global_batch_size: int
+                           ) -> list[str]:
+  lines = ["| setup | " + " | ".join(f"seconds (step) to {t}" for t in targets)
+           + " | final accuracy | examples/s |", "|---|" + "---|" * (len(targets) + 2)]
+  for setup, result in rows:
+    cells = []
+    for target in targets:
+      hit = next((h for h in result["history"]
+                  if h["test_accuracy"] is not None and h["test_accuracy"] >= target), None)
+      cells.append("not reached" if hit is None
+                   else f"{hit['elapsed_s']:.0f} ({hit['step']})")
+    lines.append(f"| {setup.name} | " + " | ".join(cells)
+                 + f" | {result['test_accuracy']:.4f} "
+                 f"| {steady_throughput(result['history'], global_batch_size):.0f} |")
+  return lines
+
+
 def main(argv):
   del argv
   try:
-    train_config = config_lib.train_config_from_flags(FLAGS)
     setups = setups_from_flags(FLAGS)
+    train_config = train_config_for(FLAGS, setups)
     targets = accuracy_targets_from_flags(FLAGS)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return settings.EXIT_USAGE
+  parameter_bytes = model_parameter_bytes() if FLAGS.sizing else None
+  runs = {setup: [] for setup in setups}
   rows = []
   with tempfile.TemporaryDirectory(prefix="train-benchmark-") as root:
-    for i, setup in enumerate(setups):
-      logging.info("running %s", setup.name)
-      try:
-        result = run_setup(setup, train_config, os.path.join(root, str(i)), FLAGS.timeout)
-      except SetupFailedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-      rows.append((setup, result))
-  print(f"global batch {train_config.global_batch_size}, {train_config.max_steps} steps, "
-        f"steps_per_execution {train_config.steps_per_execution}, {os.cpu_count()} CPUs")
+    for r, order in enumerate(round_orders(setups, 1 if targets else FLAGS.rounds)):
+      for setup in order:
+        logging.info("round %d: running %s", r + 1, setup.name)
+        workdir = os.path.join(root, f"{r}-{setups.index(setup)}")
+        try:
+          if targets:
+            rows.append((setup, run_setup(setup, train_config, workdir, FLAGS.timeout)[0]))
+          elif setup.legacy:
+            runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout))
+          else:
+            runs[setup].append(measure_setup(setup, train_config, workdir, FLAGS.timeout,
+                                             ps_bytes=FLAGS.sizing))
+        except SetupFailedError as e:
+          print(f"error: {e}", file=sys.stderr)
+          return 1
+        if not targets:
+          logging.info("round %d: %s: %s", r + 1, setup.name, runs[setup][-1])
+      if not targets:
+        # Every round's tables, so that a run cut short still leaves its medians.
+        print_report(train_config, setups, runs, r + 1,
+                     legacy=any(setup.legacy for setup in setups),
+                     sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
+                                    if FLAGS.sizing else None))
   if targets:
-    print("| setup | " + " | ".join(f"seconds (step) to {t}" for t in targets)
-          + " | final accuracy | examples/s |")
-    print("|---|" + "---|" * (len(targets) + 2))
-    for setup, result in rows:
-      cells = []
-      for target in targets:
-        hit = next((h for h in result["history"]
-                    if h["test_accuracy"] is not None and h["test_accuracy"] >= target), None)
-        cells.append("not reached" if hit is None
-                     else f"{hit['elapsed_s']:.0f} ({hit['step']})")
-      print(f"| {setup.name} | " + " | ".join(cells)
-            + f" | {result['test_accuracy']:.4f} | {steady_throughput(result['history']):.0f} |")
-    return 0
-  baseline = steady_throughput(rows[0][1]["history"])
-  print("| setup | examples/s | vs one process |")
-  print("|---|---|---|")
-  for setup, result in rows:
-    rate = steady_throughput(result["history"])
-    print(f"| {setup.name} | {rate:.0f} | {rate / baseline:.2f}x |")
+    print(header(train_config, 1))
+    print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
   return 0
 
+
+def header(train_config: config_lib.TrainConfig, rounds: int) -> str:
+  return (f"global batch {train_config.global_batch_size}, examples/s over steps "
+          f"{train_config.checkpoint_interval}-{train_config.max_steps}, "
+          f"steps_per_execution {train_config.steps_per_execution}, learning rate "
+          f"{train_config.learning_rate:g} {train_config.learning_rate_schedule}, "
+          f"{os.cpu_count()} CPUs, {rounds} round(s), load average "
+          f"{os.getloadavg()[0]:.1f}")
+
+
+def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
+                 rounds: int, *, legacy: bool, sizing_inputs: tuple | None) -> None:
+  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
+  worker cores)."""
+  print(header(train_config, rounds))
+  print("\n".join(throughput_table(setups, runs)))
+  if legacy:
+    print()
+    print("\n".join(legacy_table(runs)))
+  if sizing_inputs:
+    print()
+    print("\n".join(sizing_report(runs, *sizing_inputs)))
+  print(flush=True)
 
 if __name__ == "__main__":
   define_flags()

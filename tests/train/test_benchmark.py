@@ -1,5 +1,6 @@
-"""Tests for train/benchmark.py: the throughput it reports, and the command's table."""
+"""Tests for train/benchmark.py: what it reads off a run, its tables, and the command."""
 
+import json
 import os
 import re
 import subprocess
@@ -14,13 +15,62 @@ from train import loop
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_steady_throughput_skips_the_warm_up_interval():
-  history = [loop.Interval(10, 5.0, 0.5, 100.0)._asdict(),
-             loop.Interval(20, 6.0, 0.6, 900.0)._asdict(),
-             loop.Interval(30, 7.0, 0.7, 1000.0)._asdict(),
-             loop.Interval(40, 8.0, 0.8, 1100.0)._asdict()]
-  assert benchmark.steady_throughput(history) == 1000.0
-  assert benchmark.steady_throughput(history[:1]) == 100.0
+def rows(*intervals):
+  return [loop.Interval(step, 0.0, None, rate)._asdict() for step, rate in intervals]
+
+
+def test_training_intervals_leave_out_the_first_and_read_each_rate():
+  history = rows((100, 50.0), (200, 1000.0), (300, 500.0))
+  assert benchmark.training_intervals(history, 100) == [(100, 200, 10.0), (200, 300, 20.0)]
+  # 200 steps of 100 examples in 30 s, not the mean of the two rates.
+  assert benchmark.steady_throughput(history, 100) == pytest.approx(20000 / 30)
+  assert benchmark.steady_throughput(history[:1], 100) == 50.0
+
+
+def test_training_intervals_skip_rows_without_a_rate_or_repeating_a_step():
+  history = rows((100, 50.0), (200, 1000.0), (200, 7.0), (250, None), (300, 500.0))
+  assert benchmark.training_intervals(history, 10) == [(100, 200, 1.0), (200, 300, 2.0)]
+
+
+class FakeSampler:
+  def __init__(self, cpu):
+    self.cpu = cpu  # name -> CPU seconds used per second of clock.
+
+  def cpu_between(self, name, start, end):
+    rate = self.cpu[name]
+    return None if rate is None else rate * (end - start)
+
+
+def test_cpu_per_step_sums_the_processes_of_a_role():
+  sampler = FakeSampler({"chief": 0.01, "ps:0": 0.2, "worker:0": 0.5, "worker:1": 0.25})
+  by_role = benchmark.cpu_ms_per_step(sampler, [(0.0, 10.0), (20.0, 30.0)], 100)
+  assert by_role == pytest.approx({"chief": 2.0, "ps": 40.0, "worker": 150.0})
+  assert benchmark.cpu_ms_per_step(FakeSampler({"ps:0": None}), [(0.0, 1.0)], 10) == {
+      "ps": None}
+
+
+def test_step_lines_note_the_first_time_each_step_is_logged():
+  times = iter([1.0, 2.0, 3.0])
+  log = []
+
+  class Log:
+    write = log.append
+
+  lines = benchmark._StepLines(Log(), clock=lambda: next(times))
+  lines.write("[chief] I1127 loop.py:220] step 100/200 train_loss 0.2 examples/s 900\n")
+  lines.write("[worker:0] I1127 something else\n")
+  lines.write("[worker:1] I1127 loop.py:220] step 100/200 train_loss 0.3\n")
+  assert lines.times == {100: 1.0}
+  assert len(log) == 3
+
+
+def test_legacy_window_is_between_the_masters_recorded_steps():
+  result = {"global_step": [1, 60, 101, 103, 150, 202, 204],
+            "run_end_s": [0.0, 5.0, 10.0, 11.0, 15.0, 21.0, 22.0]}
+  assert benchmark.legacy_step_window(result, 100, 200) == (10.0, 21.0, 101)
+  with pytest.raises(ValueError, match=r"recorded global steps \[1\]..\[204\]: expected "
+                     r"100 to 300"):
+    benchmark.legacy_step_window(result, 100, 300)
 
 
 def parsed(*argv):
@@ -30,38 +80,115 @@ def parsed(*argv):
   return flag_values
 
 
+def test_legacy_runs_the_seed_past_the_window_without_evaluating_in_it():
+  flag_values = parsed("--legacy", "--batch_size=50")
+  config = benchmark.train_config_for(flag_values, benchmark.setups_from_flags(flag_values))
+  assert (config.learning_rate, config.learning_rate_schedule) == (1e-4, "constant")
+  argv = benchmark.legacy_argv(benchmark.LEGACY_SETUPS[1], "/w", config, 60)
+  assert argv == ["--work_dir=/w", "--num_workers=1", "--batch_size=50", "--max_steps=210",
+                  "--checkpoint=1200", "--rate_window=100,200", "--timeout=60"]
+  assert "--one_process" in benchmark.legacy_argv(benchmark.LEGACY_SETUPS[0], "/w", config, 60)
+  assert benchmark.train_config_for(parsed(), benchmark.SETUPS).learning_rate_schedule == \
+      "cosine"
+  only_legacy = (benchmark.LEGACY_SETUPS[0],)
+  assert benchmark.train_config_for(parsed(), only_legacy).learning_rate == 1e-4
+
+
 def test_setups_and_accuracy_targets_are_checked_before_anything_runs():
   assert benchmark.setups_from_flags(parsed("--setups=0,3")) == (
       benchmark.SETUPS[0], benchmark.SETUPS[3])
-  with pytest.raises(ValueError, match=r"--setups 4,x: expected indices among 0, 1, 2, 3"):
-    benchmark.setups_from_flags(parsed("--setups=1,4,x"))
+  assert benchmark.setups_from_flags(parsed("--setups=0,2", "--legacy")) == (
+      benchmark.SETUPS[0], benchmark.SETUPS[2], *benchmark.LEGACY_SETUPS)
+  assert benchmark.setups_from_flags(parsed("--sizing")) == benchmark.SIZING_SETUPS
+  assert benchmark.setups_from_flags(parsed("--setups=3", "--sizing")) == (
+      benchmark.SETUPS[3], *benchmark.SIZING_SETUPS)
+  assert benchmark.setups_from_flags(parsed("--setups=0,4")) == (
+      benchmark.SETUPS[0], benchmark.LEGACY_SETUPS[0])
+  assert benchmark.setups_from_flags(parsed("--setups=5,0", "--legacy")) == (
+      benchmark.LEGACY_SETUPS[1], benchmark.SETUPS[0], benchmark.LEGACY_SETUPS[0])
+  with pytest.raises(ValueError, match=r"--setups 6,x: expected indices among 0, 1, 2, 3, 4, 5"):
+    benchmark.setups_from_flags(parsed("--setups=1,6,x"))
+  with pytest.raises(ValueError, match=r"--max_steps=100: expected more than --checkpoint=100"):
+    benchmark.train_config_for(parsed("--max_steps=100"), benchmark.SETUPS)
   assert benchmark.accuracy_targets_from_flags(parsed("--time_to_accuracy=0.9,1")) == [0.9, 1.0]
   for bad in ("abc", "99"):
     with pytest.raises(ValueError, match=rf"--time_to_accuracy '{bad}': expected accuracies"):
       benchmark.accuracy_targets_from_flags(parsed(f"--time_to_accuracy=0.9,{bad}"))
-
-
-@pytest.mark.slow
-def test_command_prints_a_row_per_setup_with_ratios():
-  run = subprocess.run(
-      [sys.executable, "-m", "train.benchmark", "--setups=0,1", "--max_steps=30",
-       "--checkpoint=10", "--batch_size=16", "--steps_per_execution=5",
-       "--data_dir=synthetic", "--timeout=240"],
-      cwd=REPO, capture_output=True, text=True, timeout=400)
-  assert run.returncode == 0, run.stderr[-3000:]
-  rows = re.findall(r"^\| (one process|PSS 1 ps \+ 1 worker) \| (\d+) \| ([\d.]+)x \|$",
-                    run.stdout, re.MULTILINE)
-  assert [r[0] for r in rows] == ["one process", "PSS 1 ps + 1 worker"]
-  assert rows[0][2] == "1.00" and int(rows[1][1]) > 0
+  with pytest.raises(flags.IllegalFlagValueError):
+    parsed("--rounds=0")
 
 
 def test_initializers_run_the_parameter_server_cluster_once_each():
-  flag_values = flags.FlagValues()
-  benchmark.define_flags(flag_values)
-  flag_values(["benchmark", "--time_to_accuracy=0.992", "--compare_initializers=seed,keras"])
+  flag_values = parsed("--time_to_accuracy=0.992", "--compare_initializers=seed,keras")
   setups = benchmark.setups_from_flags(flag_values)
   assert [(s.name, s.num_ps, s.num_workers, s.initializers) for s in setups] == [
       ("PSS 1 ps + 2 workers, seed initializers", 1, 2, "seed"),
       ("PSS 1 ps + 2 workers, keras initializers", 1, 2, "keras")]
   with pytest.raises(flags.IllegalFlagValueError, match="expected some of seed, keras"):
-    flag_values(["benchmark", "--compare_initializers=glorot"])
+    parsed("--compare_initializers=glorot")
+
+
+def test_rounds_rotate_the_order():
+  assert benchmark.round_orders(("a", "b", "c"), 4) == [
+      ("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
+
+
+def measurement(rate, **cpu):
+  return benchmark.Measurement(rate, cpu)
+
+
+def test_tables_give_median_ratios_of_each_round():
+  one, pss, legacy_one = benchmark.SETUPS[0], benchmark.SETUPS[2], benchmark.LEGACY_SETUPS[0]
+  runs = {one: [measurement(1000, process=200.0), measurement(500, process=260.0),
+                measurement(800, process=220.0)],
+          pss: [measurement(800, ps=30.0, chief=1.0, worker=300.0),
+                measurement(450, ps=None, chief=1.0, worker=320.0),
+                measurement(400, ps=34.0, chief=2.0, worker=310.0)],
+          legacy_one: [measurement(1250, process=210.0), measurement(400, process=230.0),
+                       measurement(1000, process=215.0)]}
+  table = benchmark.throughput_table((one, pss, legacy_one), runs)
+  assert table[2] == "| one process | 800 | 1.00x (1.00, 1.00, 1.00) | 220.0 | process 220.0 |"
+  # Ratios per round 0.8, 0.9, 0.5: median 0.8. A round without the ps's CPU has no total.
+  assert table[3] == ("| PSS 1 ps + 2 workers | 450 | 0.80x (0.80, 0.90, 0.50) | 338.5 "
+                      "| ps 32.0 · chief 1.0 · worker 310.0 |")
+  legacy = benchmark.legacy_table(runs)
+  assert legacy[2:] == ["| one process / legacy, one process | 1000 | 800 "
+                        "| 0.80x (0.80, 1.25, 0.80) | 215.0 | 220.0 |"]
+
+
+def test_sizing_report_checks_the_model_on_each_cluster():
+  pss1, pss2 = benchmark.SIZING_SETUPS[:2]
+  runs = {pss1: [benchmark.Measurement(15.0, {"ps": 20.0, "worker": 160.0}, 20.5e6)],
+          pss2: [benchmark.Measurement(18.0, {"ps": 22.0, "worker": 300.0}, 20.4e6)]}
+  # 4 cores over 160 ms of worker CPU per step: 25 steps/s.
+  report = benchmark.sizing_report(runs, 10_000_000, ps_cores=4, worker_cores=4)
+  assert report[0].startswith("Model: 10.00 MB of variables; per worker step 20.00 MB")
+  assert "steps 25.0 times/s, so its link carries 2.00 Gbit/s each way" in report[1]
+  assert "| 2 | 22.0 | 20.0 | 20.40 | 20.00 |" in report
+  # As in tests/train/test_sizing.py: 5 workers per shard by the link, 8 by the cores.
+  assert "| 10 Gbit/s | 5.0 | 8.0 | 1, 2, 4, 7, 13 |" in report
+  assert "| 100 Gbit/s | 50.0 | 8.0 | 1, 1, 2, 4, 8 |" in report
+  runs[pss1] = [benchmark.Measurement(15.0, {"ps": None, "worker": 160.0})]
+  assert benchmark.sizing_report(runs, 1, 4, 4) == [
+      "sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
+
+
+def test_model_parameter_bytes_are_the_cnns_float32_variables():
+  assert benchmark.model_parameter_bytes() == 3_274_634 * 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_command_prints_ours_beside_the_legacy_program():
+  run = subprocess.run(
+      [sys.executable, "-m", "train.benchmark", "--setups=0,4", "--max_steps=60",
+       "--checkpoint=30", "--batch_size=50", "--timeout=240"],
+      cwd=REPO, capture_output=True, text=True, timeout=580)
+  assert run.returncode == 0, run.stderr[-3000:]
+  rows = re.findall(r"^\| (one process|legacy, one process) \| (\d+) \| ([\d.]+)x "
+                    r"\| ([\d.]+) \| process ([\d.]+) \|$", run.stdout, re.MULTILINE)
+  assert [r[0] for r in rows] == ["one process", "legacy, one process"]
+  assert rows[0][2] == "1.00" and all(int(r[1]) > 0 and float(r[4]) > 0 for r in rows)
+  assert re.search(r"^\| one process / legacy, one process \| \d+ \| \d+ \| [\d.]+x \|",
+                   run.stdout, re.MULTILINE)
+  assert "learning rate 0.0001 constant" in run.stdout
