@@ -426,7 +426,7 @@ class Trainer:
 
 
 def _count_workers(strategy: tf.distribute.Strategy) -> int:
-  """The workers a ParameterServerStrategy schedules on; 1 for any other strategy."""
+  """The workers of the strategy's cluster (those a coordinator schedules on); 1 alone."""
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None:
     return 1
