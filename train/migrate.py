@@ -1,4 +1,4 @@
-"""Brings a model trained by the r0.12 program across: a SavedModel version of its weights.
+r"""Brings a model trained by the r0.12 program across: a SavedModel version of its weights.
 
 Typical usage:
 
