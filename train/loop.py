@@ -23,7 +23,6 @@ import tf_keras
 from model import cnn
 from common import mnist
 from train import checkpoint as checkpoint_lib
-from train import cluster
 from train import data as data_lib
 from train import evaluation
 from train import export
@@ -87,13 +86,16 @@ class Trainer:
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
                data: mnist.MnistData, *, coordinator=None, is_chief: bool = True,
-               scratch_dir: str | None = None, clock=time.monotonic):
+               scratch_dir: str | None = None, num_workers: int = 1,
+               clock=time.monotonic):
     self.config = config
     self.strategy = strategy
     self.coordinator = coordinator
     self.is_chief = is_chief
     self.clock = clock
-    self.num_workers = _count_workers(strategy)
+    # Under parameter servers, the workers the coordinator schedules on (the
+    # strategy keeps its cluster to itself).
+    self.num_workers = num_workers
     with strategy.scope():
       self.model = cnn.build_cnn(config.dropout_rate, config.initializers)
       # tf_keras's Adam with one fused kernel per variable: same slots, same checkpoints.
@@ -425,17 +427,9 @@ class Trainer:
         examples_per_sec=examples_per_sec, history=tuple(history))
 
 
-def _count_workers(strategy: tf.distribute.Strategy) -> int:
-  """The workers of the strategy's cluster (those a coordinator schedules on); 1 alone."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None:
-    return 1
-  return max(1, len(resolver.cluster_spec().as_dict().get(cluster.WORKER, ())))
-
-
 def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
                  coordinator=None, *, is_chief: bool = True,
-                 data: mnist.MnistData | None = None) -> TrainResult:
+                 data: mnist.MnistData | None = None, num_workers: int = 1) -> TrainResult:
   """Trains to `config.max_steps`, checkpointing, evaluating, then exporting on the chief.
 
   Only the chief writes to the job's checkpoint directory; other MultiWorkerMirrored
@@ -452,7 +446,7 @@ def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = 
   scratch = None if is_chief else tempfile.mkdtemp(prefix="mnist-worker-ckpt-")
   try:
     trainer = Trainer(config, strategy, data, coordinator=coordinator, is_chief=is_chief,
-                      scratch_dir=scratch)
+                      scratch_dir=scratch, num_workers=num_workers)
     return trainer.train()
   finally:
     if scratch:

@@ -157,20 +157,22 @@ class FakeCoordinator:
     self.on_join()
 
 
-def _scheduled_trainer(tmp_path, data, **overrides):
+def _scheduled_trainer(tmp_path, data, num_workers=1, **overrides):
   config = _config(tmp_path, **overrides)
   strategy = tf.distribute.get_strategy()
   coordinator = FakeCoordinator(strategy)
-  return loop.Trainer(config, strategy, data, coordinator=coordinator), coordinator
+  return loop.Trainer(config, strategy, data, coordinator=coordinator,
+                      num_workers=num_workers), coordinator
 
 
 def test_scheduled_loop_keeps_calls_queued_and_ends_exact(tmp_path, data):
   trainer, coordinator = _scheduled_trainer(
-      tmp_path, data, max_steps=40, steps_per_execution=4, checkpoint_interval=10,
+      tmp_path, data, num_workers=2, max_steps=40, steps_per_execution=4,
+      checkpoint_interval=10,
       eval_interval=0, log_interval=20, keep_checkpoints=10, export=False)
   result = trainer.train()
-  # One worker: 2 x 1 x steps_per_execution steps queued ahead, never more.
-  assert coordinator.most_steps_queued == 8
+  # 2 x workers x steps_per_execution steps queued ahead, never more.
+  assert coordinator.most_steps_queued == 16
   assert result.step == 40 and _checkpoint_step(tmp_path / "logs") == 40
   # Cadences count finished calls of 4 steps: 12 crosses 10, 20, 32 crosses 30.
   assert _checkpoint_numbers(tmp_path / "logs") == [12, 20, 32, 40]
