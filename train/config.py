@@ -42,13 +42,20 @@ class TrainConfig:
       "of a synchronous step).", flag="batch_size")
   max_steps: int = setting(10000, "Number of training steps (global).")
   checkpoint_interval: int = setting(
-      100, "Interval in steps between checkpoints, evaluations and log lines.",
-      flag="checkpoint")
+      100, "Interval in steps between checkpoints.", flag="checkpoint")
   log_dir: str = setting("/tmp/logs", "Directory for checkpoints and summary logs.")
   model_dir: str = setting(
       "/tmp/model", "Export base directory: the SavedModel goes to <model_dir>/<version>/ "
       "(TF Serving's layout). Default on Vertex AI: $AIP_MODEL_DIR.", env="AIP_MODEL_DIR")
   # Added.
+  eval_interval: int | None = setting(
+      None, "Steps between evaluations of the latest checkpoint on the whole test set, by "
+      "the chief (under parameter servers on a thread of its own, while the workers "
+      "train). Default: --checkpoint; 0: only the final one (a side-car evaluator may "
+      "follow the checkpoints instead).", flag="eval_every")
+  log_interval: int | None = setting(
+      None, "Steps between log lines and training summaries. Default: --checkpoint.",
+      flag="log_every")
   checkpoint_dir: str | None = setting(
       None, "Checkpoints. Default: $AIP_CHECKPOINT_DIR or --log_dir.",
       env="AIP_CHECKPOINT_DIR")
@@ -99,6 +106,11 @@ class TrainConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, least in (("eval_interval", 0), ("log_interval", 1)):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < least):
+        raise ValueError(f"{name} must be an integer >= {least} (or None: the "
+                         f"checkpoint_interval), got {value!r}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
     if not 0 <= self.dropout_rate < 1:
@@ -107,6 +119,16 @@ class TrainConfig:
     if self.warm_start_optimizer and not self.warm_start_from:
       raise ValueError("warm_start_optimizer needs warm_start_from: the legacy checkpoint "
                        "whose Adam slots and global step to start from")
+
+  @property
+  def eval_steps(self) -> int:
+    """Steps between the chief's evaluations; 0: only the final one."""
+    return self.checkpoint_interval if self.eval_interval is None else self.eval_interval
+
+  @property
+  def log_steps(self) -> int:
+    """Steps between log lines and training summaries."""
+    return self.checkpoint_interval if self.log_interval is None else self.log_interval
 
   def with_log_dir(self, log_dir: str) -> "TrainConfig":
     """This config with its checkpoints and TensorBoard logs in `log_dir`."""

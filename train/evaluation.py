@@ -2,7 +2,9 @@
 
 import dataclasses
 import os
+import threading
 import time
+from typing import Any, Callable
 
 from absl import logging
 import numpy as np
@@ -47,6 +49,82 @@ class Evaluator:
       total_correct += int(correct)
     return EvalResult(step=step, loss=total_loss / self.num_examples,
                       accuracy=total_correct / self.num_examples)
+
+
+class BackgroundEvaluator:
+  """Runs `evaluate_fn(request)` on a thread of its own, for the newest request only.
+
+  The chief under parameter servers hands it each checkpoint it wants evaluated and
+  goes back to feeding the workers. A request that arrives while another waits
+  replaces it (newest wins): evaluation never falls behind training, it skips
+  checkpoints instead. `results` holds `(request, result)` for each one evaluated.
+
+  `close()` must be called (a `with` block does it): it drops the request still
+  waiting, waits for the one in progress, ends the thread, and raises what
+  `evaluate_fn` raised, if anything. `submit` raises it too, so that a broken
+  evaluation stops the job at its next request rather than at its end.
+  """
+
+  def __init__(self, evaluate_fn: Callable[[Any], Any]):
+    self._evaluate_fn = evaluate_fn
+    self._condition = threading.Condition()
+    self._pending = None
+    self._closed = False
+    self._error: BaseException | None = None
+    self.results: list[tuple[Any, Any]] = []
+    self._thread = threading.Thread(target=self._run, name="background-evaluator",
+                                    daemon=True)
+    self._thread.start()
+
+  def submit(self, request) -> None:
+    """Evaluates `request` next, instead of any request still waiting."""
+    with self._condition:
+      self._raise_error()
+      if self._closed:
+        raise RuntimeError("submit() after close()")
+      self._pending = request
+      self._condition.notify()
+
+  def close(self, *, raise_error: bool = True) -> None:
+    """Waits for the evaluation in progress, then ends the thread (idempotent)."""
+    with self._condition:
+      self._closed = True
+      self._pending = None
+      self._condition.notify()
+    self._thread.join()
+    if raise_error:
+      with self._condition:
+        self._raise_error()
+
+  def __enter__(self) -> "BackgroundEvaluator":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    # An error of training is the one to report; the thread's would hide it.
+    self.close(raise_error=exc_type is None)
+
+  def _raise_error(self) -> None:
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+
+  def _run(self) -> None:
+    while True:
+      with self._condition:
+        while self._pending is None and not self._closed:
+          self._condition.wait()
+        if self._pending is None:
+          return
+        request, self._pending = self._pending, None
+      try:
+        result = self._evaluate_fn(request)
+      except BaseException as e:  # Raised in the caller's thread by submit or close.
+        logging.error("background evaluation of %s failed: %s", request, e)
+        with self._condition:
+          self._error = e
+          self._closed = True
+        return
+      self.results.append((request, result))
 
 
 def write_eval_summaries(writer, result: EvalResult, model: tf_keras.Model) -> None:

@@ -1,12 +1,15 @@
 """The training loop: one step function, scheduled on parameter servers or run in lockstep.
 
 Under ParameterServerStrategy the chief `coordinator.schedule`s the step function
-on whichever worker is free (asynchronous, like the r0.12 Supervisor program);
-under MultiWorkerMirroredStrategy or one device, every task `strategy.run`s it in
-lockstep. Checkpoints, evaluation, summaries and export happen on the outer loop,
-every `checkpoint_interval` steps.
+on whichever worker is free (asynchronous, like the r0.12 Supervisor program) and
+keeps calls queued ahead, checkpointing while the workers train and evaluating on
+a thread of its own; under MultiWorkerMirroredStrategy or one device, every task
+`strategy.run`s it in lockstep. Checkpoints, evaluations and log lines each have
+their own cadence (config.checkpoint_interval, eval_steps, log_steps); export
+happens at the end.
 """
 
+import collections
 import dataclasses
 import shutil
 import tempfile
@@ -24,15 +27,22 @@ from train import data as data_lib
 from train import evaluation
 from train import export
 from train import legacy
+from train import optimizer as optimizer_lib
+from train.cadence import Cadence
 from train.config import TrainConfig
 
 
 class Interval(NamedTuple):
-  """One row of a TrainResult's history: what the interval ending at `step` did."""
+  """One row of a TrainResult's history: what the interval ending at `step` did.
+
+  A row per log line or evaluation. `elapsed_s` of a row with a test accuracy is
+  when its checkpoint was saved, not when the evaluation finished: the time to
+  reach that accuracy.
+  """
   step: int
   elapsed_s: float                  # Since training started.
-  test_accuracy: float | None       # None on a task that does not evaluate.
-  examples_per_sec: float
+  test_accuracy: float | None       # None: not evaluated at this step, or not the chief.
+  examples_per_sec: float           # Over the interval since the previous row.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +51,9 @@ class TrainResult:
   test_loss: float
   test_accuracy: float
   export_dir: str | None
-  examples_per_sec: float       # Training only: evaluation and checkpoints excluded.
+  # Lockstep: training time only; under parameter servers: until the last step
+  # (checkpoints and evaluations run while the workers train).
+  examples_per_sec: float
   history: tuple[Interval, ...] = ()
 
   def as_json(self) -> dict:
@@ -74,15 +86,20 @@ class Trainer:
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
                data: mnist.MnistData, *, coordinator=None, is_chief: bool = True,
-               scratch_dir: str | None = None, clock=time.monotonic):
+               scratch_dir: str | None = None, num_workers: int = 1,
+               clock=time.monotonic):
     self.config = config
     self.strategy = strategy
     self.coordinator = coordinator
     self.is_chief = is_chief
     self.clock = clock
+    # Under parameter servers, the workers the coordinator schedules on (the
+    # strategy keeps its cluster to itself).
+    self.num_workers = num_workers
     with strategy.scope():
       self.model = cnn.build_cnn(config.dropout_rate, config.initializers)
-      self.optimizer = tf_keras.optimizers.Adam(_make_learning_rate(config))
+      # tf_keras's Adam with one fused kernel per variable: same slots, same checkpoints.
+      self.optimizer = optimizer_lib.FusedAdam(_make_learning_rate(config))
       # Slots now, under the strategy, so that they live on the ps and restore eagerly.
       self.optimizer.build(self.model.trainable_variables)
     # The optimizer counts its updates on the ps (or mirrored); it is the global step.
@@ -135,21 +152,22 @@ class Trainer:
     return total / tf.cast(num_steps, tf.float32)
 
   def _run_steps(self, num_steps: int) -> float:
-    """Runs `num_steps` more steps; returns the mean train loss of the last call."""
+    """Lockstep: runs `num_steps` more steps; returns the mean train loss of the last call."""
     last = None
     while num_steps > 0:
-      n = tf.constant(min(self.config.steps_per_execution, num_steps), tf.int32)
-      if self.coordinator is not None:
-        # Asynchronous: queued for any free worker. If a worker dies mid-call the
-        # call is run again elsewhere, so a few steps may be counted twice.
-        last = self.coordinator.schedule(self.train_fn, args=(self.iterator, n))
-      else:
-        last = self.train_fn(self.iterator, n)
-      num_steps -= int(n)
-    if self.coordinator is not None:
-      self.coordinator.join()
-      return float(last.fetch())
+      n = min(self.config.steps_per_execution, num_steps)
+      last = self.train_fn(self.iterator, tf.constant(n, tf.int32))
+      num_steps -= n
     return float(last)
+
+  def _schedule_steps(self, num_steps: int):
+    """Parameter servers: queues one call of `num_steps` steps for any free worker.
+
+    If a worker dies mid-call the call is run again elsewhere, so a few steps may
+    be counted twice.
+    """
+    return self.coordinator.schedule(self.train_fn,
+                                     args=(self.iterator, tf.constant(num_steps, tf.int32)))
 
   def restore(self) -> int:
     """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any;
@@ -193,77 +211,225 @@ class Trainer:
     legacy checkpoint again.
     """
     step = int(self.step.numpy())
-    result = self._evaluate(step, self.manager.save(checkpoint_number=step))
+    result = self._evaluate(self._save(step))
     if result is not None:
       logging.info("step %d/%d (warm start, before training) test_loss %.4f "
                    "test_accuracy %.4f", step, self.config.max_steps, result.loss,
                    result.accuracy)
     return step
 
-  def _evaluate(self, step: int, checkpoint_path: str) -> evaluation.EvalResult | None:
-    """Evaluates the checkpoint just written, read into the plain evaluation model.
+  def _save(self, step: int) -> str:
+    """Saves checkpoint number `step`, unless the latest one already is; its prefix."""
+    latest = self.manager.latest_checkpoint
+    if latest and latest.endswith(f"-{step}"):
+      return latest
+    return checkpoint_lib.save(self.manager, step)
+
+  def _evaluate(self, checkpoint_path: str) -> evaluation.EvalResult | None:
+    """Evaluates a checkpoint, read into the plain evaluation model; None off the chief.
 
     Reading it back, rather than copying variables, works the same for ps-hosted,
-    sharded and mirrored variables, and checks every checkpoint restores.
+    sharded and mirrored variables, and checks every checkpoint restores. The
+    result's step is the one the checkpoint holds.
     """
     if not self.is_chief:
       return None
-    checkpoint_lib.restore_weights(self.evaluator.model, checkpoint_path)
+    step = checkpoint_lib.restore_weights(self.evaluator.model, checkpoint_path)
     result = self.evaluator.evaluate(step)
     evaluation.write_eval_summaries(self.writer, result, self.evaluator.model)
     return result
 
-  def train(self) -> TrainResult:
+  def _cadences(self) -> tuple[Cadence, Cadence, Cadence]:
+    """The checkpoint, evaluation and log cadences, from the current step.
+
+    The same on every task: under MultiWorkerMirroredStrategy saving is a collective
+    step, so every worker must save (to evaluate) on the same steps as the chief.
+    """
+    step = int(self.step.numpy())
+    return (Cadence.after(step, self.config.checkpoint_interval),
+            Cadence.after(step, self.config.eval_steps),
+            Cadence.after(step, self.config.log_steps))
+
+  def _report(self, step: int, loss: float, examples_per_sec: float, elapsed: float,
+              result: evaluation.EvalResult | None = None, note: str = "") -> None:
+    """The log line and training summaries of a reporting interval ending at `step`."""
     config = self.config
+    with self.writer.as_default(step=step):
+      tf.summary.scalar("train_loss", loss)
+      tf.summary.scalar("steps_per_sec", examples_per_sec / config.global_batch_size)
+    eta = (max(config.max_steps - step, 0) * config.global_batch_size
+           / max(examples_per_sec, 1e-9))
+    line = (f"step {step}/{config.max_steps} train_loss {loss:.4f} "
+            f"examples/s {examples_per_sec:.0f} elapsed {_format_duration(elapsed)} "
+            f"eta {_format_duration(eta)}{note}")
+    if result is not None:
+      line += f" test_loss {result.loss:.4f} test_accuracy {result.accuracy:.4f}"
+    logging.info(line)
+
+  def train(self) -> TrainResult:
+    """Resumes (or warm-starts), trains to config.max_steps, evaluates, exports."""
     step = self.restore()
+    if step >= self.config.max_steps:  # Evaluate what was restored, and export it.
+      latest = checkpoint_lib.latest_checkpoint(self.config.checkpoint_dir)
+      return self._finish(step, self._evaluate(latest), [], 0.0)
+    if self.coordinator is not None:
+      return self._train_scheduled()
+    return self._train_lockstep()
+
+  def _train_lockstep(self) -> TrainResult:
+    """One process or MultiWorkerMirrored: every task runs the steps, then what is due.
+
+    Checkpoints and evaluations wait for the steps before them and stall the next
+    ones (the replicas are one synchronous step; a thread would compete with them
+    for the same cores), so examples/s counts training time only.
+    """
+    config = self.config
+    step = int(self.step.numpy())
+    checkpoints, evaluations, logs = self._cadences()
     start = self.clock()
     train_seconds, trained_steps = 0.0, 0
+    row_step, row_seconds = step, 0.0
     history = []
     result = None
     while step < config.max_steps:
-      target = min(config.max_steps, (step // config.checkpoint_interval + 1)
-                   * config.checkpoint_interval)
       t0 = self.clock()
-      loss = self._run_steps(target - step)
+      loss = self._run_steps(min(config.max_steps, checkpoints.next_step,
+                                 evaluations.next_step, logs.next_step) - step)
       dt = self.clock() - t0
       new_step = int(self.step.numpy())
       train_seconds += dt
+      row_seconds += dt
       trained_steps += new_step - step
-      examples_per_sec = (new_step - step) * config.global_batch_size / max(dt, 1e-9)
       step = new_step
-      checkpoint_path = checkpoint_lib.save(self.manager, step)
-      result = self._evaluate(step, checkpoint_path)
-      with self.writer.as_default(step=step):
-        tf.summary.scalar("train_loss", loss)
-        tf.summary.scalar("steps_per_sec", examples_per_sec / config.global_batch_size)
+      # The last step is always checkpointed and evaluated.
+      evaluate = evaluations.due(step) or step >= config.max_steps
+      result = None
+      if evaluate or checkpoints.due(step):
+        path = self._save(step)
+        checkpoints.advance(step)
+        saved_at = self.clock() - start
+      if evaluate:
+        result = self._evaluate(path)
+        evaluations.advance(step)
+      if not (evaluate or logs.due(step)):
+        continue
+      logs.advance(step)
       elapsed = self.clock() - start
-      eta = (config.max_steps - step) * config.global_batch_size / max(examples_per_sec, 1e-9)
-      line = (f"step {step}/{config.max_steps} train_loss {loss:.4f} "
-              f"examples/s {examples_per_sec:.0f} elapsed {_format_duration(elapsed)} "
-              f"eta {_format_duration(eta)}")
-      history.append(Interval(step, round(elapsed, 2), result.accuracy if result else None,
+      examples_per_sec = ((step - row_step) * config.global_batch_size
+                          / max(row_seconds, 1e-9))
+      history.append(Interval(step, round(saved_at if evaluate else elapsed, 2),
+                              result.accuracy if result else None,
                               round(examples_per_sec, 1)))
-      if result is not None:
-        line += f" test_loss {result.loss:.4f} test_accuracy {result.accuracy:.4f}"
-      logging.info(line)
-    if result is None:  # Resumed at or past max_steps: evaluate what was restored.
-      result = self._evaluate(step, checkpoint_lib.latest_checkpoint(config.checkpoint_dir))
+      self._report(step, loss, examples_per_sec, elapsed, result)
+      row_step, row_seconds = step, 0.0
+    return self._finish(step, result, history,
+                        trained_steps * config.global_batch_size / max(train_seconds, 1e-9))
+
+  def _train_scheduled(self) -> TrainResult:
+    """Parameter servers: keeps the workers fed; checkpoints and evaluates as they train.
+
+    Up to 2 x workers x steps_per_execution steps stay scheduled ahead, so that a
+    worker finishing a call finds the next one queued; the chief waits for the
+    oldest call only (FIFO) and joins the queue only at the end. A checkpoint is
+    saved with calls in flight: its number is the step counter read just before,
+    and each variable holds what the workers had applied when the saver read it
+    (give or take the updates applied during the save: asynchronous workers leave
+    no more exact state to save, as under the r0.12 Supervisor). The final
+    checkpoint, after the join, is exact. Evaluations run on a thread of their own,
+    on the newest checkpoint asked for; a history row with an accuracy keeps the
+    time of its checkpoint's save, when that model existed.
+    """
+    config = self.config
+    first = done = scheduled = int(self.step.numpy())
+    checkpoints, evaluations, logs = self._cadences()
+    max_in_flight = 2 * self.num_workers * config.steps_per_execution
+    in_flight = collections.deque()
+    history = []
+    start = self.clock()
+    row_done, row_time = done, start
+    with evaluation.BackgroundEvaluator(self._evaluate_in_background) as background:
+      while done < config.max_steps:
+        while scheduled < config.max_steps and scheduled - done < max_in_flight:
+          n = min(config.steps_per_execution, config.max_steps - scheduled)
+          in_flight.append((self._schedule_steps(n), n))
+          scheduled += n
+        remote, n = in_flight.popleft()
+        loss = float(remote.fetch())
+        done += n
+        if done >= config.max_steps:
+          break
+        # Cadences count the calls finished; what is logged and saved is the counter.
+        evaluate = evaluations.due(done)
+        if not (evaluate or checkpoints.due(done) or logs.due(done)):
+          continue
+        step = int(self.step.numpy())
+        if evaluate or checkpoints.due(done):
+          path = self._save(step)
+          checkpoints.advance(done)
+          saved_at = self.clock() - start
+        if evaluate:
+          background.submit((len(history), path, saved_at))
+          evaluations.advance(done)
+        elif not logs.due(done):
+          continue
+        logs.advance(done)
+        now = self.clock()
+        examples_per_sec = (done - row_done) * config.global_batch_size / max(
+            now - row_time, 1e-9)
+        history.append(Interval(step, round(saved_at if evaluate else now - start, 2),
+                                None, round(examples_per_sec, 1)))
+        self._report(step, loss, examples_per_sec, now - start,
+                     note=f" in_flight {scheduled - done}")
+        row_done, row_time = done, now
+      self.coordinator.join()
+      end = self.clock()
+      step = int(self.step.numpy())
+      path = self._save(step)
+      saved_at = self.clock() - start
+    # Closed: the evaluation in progress has finished; one still waiting was dropped.
+    for (index, _, _), evaluated in background.results:
+      if evaluated is not None:
+        history[index] = history[index]._replace(test_accuracy=evaluated.accuracy)
+    result = self._evaluate(path)
+    examples_per_sec = (done - row_done) * config.global_batch_size / max(end - row_time,
+                                                                           1e-9)
+    history.append(Interval(step, round(saved_at, 2), result.accuracy,
+                            round(examples_per_sec, 1)))
+    self._report(step, loss, examples_per_sec, end - start, result)
+    return self._finish(step, result, history,
+                        (done - first) * config.global_batch_size / max(end - start, 1e-9))
+
+  def _evaluate_in_background(self, request) -> evaluation.EvalResult | None:
+    """The background evaluator's work: (history row, checkpoint, seconds at its save)."""
+    _, path, saved_at = request
+    try:
+      result = self._evaluate(path)
+    except (tf.errors.NotFoundError, FileNotFoundError):
+      logging.warning("checkpoint %s was deleted (--keep_checkpoints) before it was "
+                      "evaluated", path)
+      return None
+    logging.info("step %d test_loss %.4f test_accuracy %.4f (checkpoint saved at %s)",
+                 result.step, result.loss, result.accuracy, _format_duration(saved_at))
+    return result
+
+  def _finish(self, step: int, result: evaluation.EvalResult | None, history: list,
+              examples_per_sec: float) -> TrainResult:
+    """Exports on the chief (the evaluation model holds the last checkpoint's weights)."""
     export_dir = None
-    if self.is_chief and config.export:
-      export_dir = export.export_model(self.evaluator.model, config.model_dir,
+    if self.is_chief and self.config.export:
+      export_dir = export.export_model(self.evaluator.model, self.config.model_dir,
                                        sample_images=self.sample_images,
-                                       layout=config.export_layout)
+                                       layout=self.config.export_layout)
     self.writer.flush()
     return TrainResult(
         step=step, test_loss=result.loss if result else float("nan"),
         test_accuracy=result.accuracy if result else float("nan"), export_dir=export_dir,
-        examples_per_sec=trained_steps * config.global_batch_size / max(train_seconds, 1e-9),
-        history=tuple(history))
+        examples_per_sec=examples_per_sec, history=tuple(history))
 
 
 def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
                  coordinator=None, *, is_chief: bool = True,
-                 data: mnist.MnistData | None = None) -> TrainResult:
+                 data: mnist.MnistData | None = None, num_workers: int = 1) -> TrainResult:
   """Trains to `config.max_steps`, checkpointing, evaluating, then exporting on the chief.
 
   Only the chief writes to the job's checkpoint directory; other MultiWorkerMirrored
@@ -280,7 +446,7 @@ def run_training(config: TrainConfig, strategy: tf.distribute.Strategy | None = 
   scratch = None if is_chief else tempfile.mkdtemp(prefix="mnist-worker-ckpt-")
   try:
     trainer = Trainer(config, strategy, data, coordinator=coordinator, is_chief=is_chief,
-                      scratch_dir=scratch)
+                      scratch_dir=scratch, num_workers=num_workers)
     return trainer.train()
   finally:
     if scratch:

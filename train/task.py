@@ -98,7 +98,8 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str,
   coordinator = None
   if role == cluster.COORDINATOR:
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-  return loop.run_training(train_config, strategy, coordinator, is_chief=config.is_chief)
+  return loop.run_training(train_config, strategy, coordinator, is_chief=config.is_chief,
+                           num_workers=len(config.cluster.get(cluster.WORKER, ())) or 1)
 
 
 def main(argv):

@@ -53,7 +53,7 @@ def main(kind: str, workdir: str) -> None:
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
   else:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-  result = loop.run_training(config, strategy, coordinator, data=data)
+  result = loop.run_training(config, strategy, coordinator, data=data, num_workers=2)
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(config.checkpoint_dir))
   out = export.run_session_loader(result.export_dir, np.array([7, 3]),
                                   np.zeros((2, 784), np.float32))

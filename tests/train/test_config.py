@@ -1,6 +1,7 @@
 """Tests for train/config.py: train.task's flags are TrainConfig's and TaskOptions' fields."""
 
 import dataclasses
+import re
 
 from absl import flags
 import pytest
@@ -99,3 +100,25 @@ def test_task_argv_that_is_not_all_flags_is_refused():
   """What is not a flag would be dropped without a word: a mistyped `-- max_steps=5`."""
   with pytest.raises(ValueError, match=r"unexpected arguments \['max_steps=5'\]"):
     config_lib.parse_task_argv(["--batch_size=8", "max_steps=5"])
+
+
+def test_evaluation_and_log_cadences_default_to_the_checkpoints():
+  config = config_lib.train_config_from_flags(parsed("--checkpoint=50"))
+  assert (config.eval_interval, config.log_interval) == (None, None)
+  assert (config.eval_steps, config.log_steps) == (50, 50)
+  config = config_lib.train_config_from_flags(
+      parsed("--checkpoint=50", "--eval_every=0", "--log_every=10"))
+  assert (config.eval_steps, config.log_steps) == (0, 10)
+  assert config_lib.parse_task_argv(config_lib.task_argv(config))[0] == config
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(eval_interval=-1), "eval_interval must be an integer >= 0 (or None: the "
+                             "checkpoint_interval), got -1"),
+    (dict(log_interval=0), "log_interval must be an integer >= 1 (or None: the "
+                           "checkpoint_interval), got 0"),
+    (dict(eval_interval=2.5), "eval_interval must be an integer >= 0"),
+])
+def test_bad_cadences_are_errors_naming_the_value(overrides, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    TrainConfig(**overrides)

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import threading
 
 import pytest
 import tensorflow as tf
@@ -77,3 +78,135 @@ def test_a_non_chief_writes_nothing_to_the_real_directories(tmp_path, data):
   assert result.export_dir is None
   for name in ("logs", "tb", "model"):
     assert not (tmp_path / name).exists() or not os.listdir(tmp_path / name), name
+
+
+def _checkpoint_numbers(directory):
+  state = tf.train.get_checkpoint_state(str(directory))
+  return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
+def _evaluated_steps(result):
+  return [h.step for h in result.history if h.test_accuracy is not None]
+
+
+@pytest.mark.parametrize("intervals,checkpoints,rows,evaluated", [
+    # Checkpoint, evaluation and log line each on their own cadence.
+    (dict(checkpoint_interval=10, eval_interval=20, log_interval=5),
+     [10, 20, 30, 40], [5, 10, 15, 20, 25, 30, 35, 40], [20, 40]),
+    # Evaluations that are not on a checkpoint's step save one first.
+    (dict(checkpoint_interval=20, eval_interval=15, log_interval=40),
+     [15, 20, 30, 40], [15, 30, 40], [15, 30, 40]),
+    # 0: only the final evaluation.
+    (dict(checkpoint_interval=10, eval_interval=0, log_interval=20),
+     [10, 20, 30, 40], [20, 40], [40]),
+])
+def test_lockstep_cadences(tmp_path, data, intervals, checkpoints, rows, evaluated):
+  result = loop.run_training(_config(tmp_path, max_steps=40, steps_per_execution=5,
+                                     keep_checkpoints=10, export=False, **intervals),
+                             data=data)
+  assert result.step == 40
+  assert _checkpoint_numbers(tmp_path / "logs") == checkpoints
+  assert [h.step for h in result.history] == rows
+  assert _evaluated_steps(result) == evaluated
+
+
+class _RemoteValue:
+  def __init__(self, coordinator, fn, args):
+    self._coordinator, self._fn, self.args = coordinator, fn, args
+    self.value = None
+
+  def run(self):
+    self.value = self._fn(*self.args)
+
+  def fetch(self):
+    self._coordinator.run_until(self)
+    return self.value.numpy()
+
+
+class FakeCoordinator:
+  """A ClusterCoordinator whose one "worker" is this process: each scheduled call
+  runs, in order, when it or a later one is fetched, so that the calls a test sees
+  queued are those the loop scheduled ahead.
+
+  `on_join` runs when the loop joins the queue, before it returns.
+  """
+
+  def __init__(self, strategy):
+    self.strategy = strategy
+    self.queue = []
+    self.most_steps_queued = 0
+    self.on_join = lambda: None
+
+  def create_per_worker_dataset(self, dataset_fn):
+    return dataset_fn()
+
+  def schedule(self, fn, args):
+    value = _RemoteValue(self, fn, args)
+    self.queue.append(value)
+    self.most_steps_queued = max(self.most_steps_queued,
+                                 sum(int(v.args[1]) for v in self.queue))
+    return value
+
+  def run_until(self, value):
+    while value in self.queue:
+      self.queue.pop(0).run()
+
+  def join(self):
+    if self.queue:
+      self.run_until(self.queue[-1])
+    self.on_join()
+
+
+def _scheduled_trainer(tmp_path, data, num_workers=1, **overrides):
+  config = _config(tmp_path, **overrides)
+  strategy = tf.distribute.get_strategy()
+  coordinator = FakeCoordinator(strategy)
+  return loop.Trainer(config, strategy, data, coordinator=coordinator,
+                      num_workers=num_workers), coordinator
+
+
+def test_scheduled_loop_keeps_calls_queued_and_ends_exact(tmp_path, data):
+  trainer, coordinator = _scheduled_trainer(
+      tmp_path, data, num_workers=2, max_steps=40, steps_per_execution=4,
+      checkpoint_interval=10,
+      eval_interval=0, log_interval=20, keep_checkpoints=10, export=False)
+  result = trainer.train()
+  # 2 x workers x steps_per_execution steps queued ahead, never more.
+  assert coordinator.most_steps_queued == 16
+  assert result.step == 40 and _checkpoint_step(tmp_path / "logs") == 40
+  # Cadences count finished calls of 4 steps: 12 crosses 10, 20, 32 crosses 30.
+  assert _checkpoint_numbers(tmp_path / "logs") == [12, 20, 32, 40]
+  assert [h.step for h in result.history] == [20, 40] and _evaluated_steps(result) == [40]
+
+
+def test_scheduled_loop_trains_on_while_an_evaluation_runs(tmp_path, data):
+  """The first evaluation is held until the loop joins: every step is trained while
+  it waits, and it then completes on the weights of the checkpoint it was given."""
+  trainer, coordinator = _scheduled_trainer(
+      tmp_path, data, max_steps=40, steps_per_execution=5, checkpoint_interval=10,
+      keep_checkpoints=10, export=False)
+  started, release = threading.Event(), threading.Event()
+  evaluations = []  # (checkpoint's step, step counter when the evaluation completed)
+  evaluate = trainer.evaluator.evaluate
+
+  def held_evaluate(step):
+    if not evaluations:
+      started.set()
+      assert release.wait(60)
+    result = evaluate(step)
+    evaluations.append((step, int(trainer.step.numpy())))
+    return result
+
+  def on_join():
+    assert started.wait(60)
+    release.set()
+
+  trainer.evaluator.evaluate = held_evaluate
+  coordinator.on_join = on_join
+  result = trainer.train()
+  first_step, counter_when_done = evaluations[0]
+  assert first_step in (10, 20, 30) and counter_when_done == 40
+  assert evaluations[-1] == (40, 40) and result.step == 40
+  # Its row has its accuracy; requests that arrived while it ran replaced one another.
+  assert [h.step for h in result.history] == [10, 20, 30, 40]
+  assert _evaluated_steps(result)[0] == first_step and _evaluated_steps(result)[-1] == 40

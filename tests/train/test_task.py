@@ -92,9 +92,14 @@ def test_help_lists_the_seed_flags_with_their_defaults():
     assert re.search(rf"--{flag}: [^-]*?\(default: '{re.escape(default)}'\)", text), flag
 
 
-def test_bad_flag_value_exits_2():
-  run = run_task("--batch_size=0", "--max_steps=1", timeout=60)
-  assert run.returncode == 2 and "global_batch_size must be a positive integer" in run.stderr
+@pytest.mark.parametrize("flag,message", [
+    ("--batch_size=0", "global_batch_size must be a positive integer"),
+    ("--log_every=0", "log_interval must be an integer >= 1 (or None: the "
+                      "checkpoint_interval), got 0"),
+])
+def test_bad_flag_value_exits_2(flag, message):
+  run = run_task(flag, "--max_steps=1", timeout=60)
+  assert run.returncode == 2 and f"error: {message}" in run.stderr, run.stderr
 
 
 @pytest.mark.parametrize("args,message", [
