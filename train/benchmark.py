@@ -7,6 +7,8 @@ Typical usage:
   python -m train.benchmark --legacy --setups=0,2 --rounds=3
   # How many parameter servers a bigger cluster needs, checked on 1, 2, 3 workers here:
   python -m train.benchmark --sizing --rounds=2
+  # Where each task's CPU goes per step (TensorFlow's profiler, 3 s of each task):
+  python -m train.benchmark --setups=0,1,3 --profile_ms=3000
   python -m train.benchmark --time_to_accuracy=0.99,0.992 --max_steps=3000 \
       --checkpoint=250
   # Which first weights reach 99.2% sooner, on PSS 1 ps + 2 workers:
@@ -56,6 +58,7 @@ from common import settings
 from train import config as config_lib
 from train import local_cluster
 from train import process_stats
+from train import profile
 from train import sizing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +104,7 @@ class Measurement:
   examples_per_sec: float
   cpu_ms_per_step: dict        # Role ("ps", "chief", "worker", ...) -> ms per global step.
   ps_bytes_per_step: float | None = None   # Through the ps's connections, both ways.
+  profiles: dict = dataclasses.field(default_factory=dict)  # Task -> profile.Breakdown.
 
   @property
   def total_cpu_ms_per_step(self) -> float | None:
@@ -187,23 +191,59 @@ def cpu_ms_per_step(sampler: process_stats.Sampler, windows: list[tuple[float, f
   return by_role
 
 
+def _trace_when_steady(lines: _StepLines, addresses, trace_dir: str, duration_ms: int,
+                       done: threading.Event) -> None:
+  """Once the first log line is out (tracing and warm-up are over), traces every task
+  at once for `duration_ms`. `addresses`: task name -> profiler host:port.
+  """
+  while not lines.times:
+    if done.wait(0.2):
+      return
+  threads = [threading.Thread(target=_capture_quietly,
+                              args=(address, os.path.join(trace_dir, name.replace(":", "-")),
+                                    duration_ms))
+             for name, address in addresses().items()]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+
+
+def _capture_quietly(address: str, trace_dir: str, duration_ms: int) -> None:
+  try:
+    profile.capture(address, trace_dir, duration_ms)
+  except Exception as e:  # A task that ended first: its row says no steps traced.
+    logging.warning("no trace of %s: %s", address, e)
+
+
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-              timeout_s: float, *, ps_bytes: bool = False):
+              timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0):
   """Trains one setup of ours from scratch in `workdir`.
 
   Returns the chief's result JSON, the clock time of each step line, and the
   sampler of the run's processes' CPU (and, with `ps_bytes`, of ps:0's TCP bytes).
+  With `profile_ms`, every task is traced for that long from the first log line on,
+  into `workdir`/traces/<task>.
   """
   result_json = os.path.join(workdir, "result.json")
   train_config = dataclasses.replace(train_config.with_log_dir(f"{workdir}/logs"),
                                      model_dir=f"{workdir}/model", export=False)
   if setup.initializers:
     train_config = dataclasses.replace(train_config, initializers=setup.initializers)
-  options = config_lib.TaskOptions(result_json=result_json)
+  port = processes.pick_free_ports(1)[0] if profile_ms and setup.num_ps is None else 0
+  options = config_lib.TaskOptions(result_json=result_json, profiler_port=port)
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
+  done = threading.Event()
+  tracer = None
   with open(log_path, "w") as log:
     lines = _StepLines(log)
+    def start_tracing(addresses):
+      nonlocal tracer
+      if profile_ms:
+        tracer = threading.Thread(target=_trace_when_steady, daemon=True, args=(
+            lines, addresses, os.path.join(workdir, "traces"), profile_ms, done))
+        tracer.start()
     if setup.num_ps is None:
       env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
       process = processes.start_module(
@@ -211,6 +251,7 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
       pump = threading.Thread(target=_copy_lines, args=(process.stdout, lines), daemon=True)
       pump.start()
+      start_tracing(lambda: {ONE_PROCESS_ROLE: f"{processes.LOCALHOST}:{port}"})
       sampler = process_stats.Sampler(lambda: {ONE_PROCESS_ROLE: process.pid})
       try:
         with sampler:
@@ -222,12 +263,18 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
       pump.join(5)
     else:
       cluster = local_cluster.make_cluster(setup.num_ps, setup.num_workers)
-      with local_cluster.LocalCluster(cluster, train_config, options, output=lines) as local:
+      with local_cluster.LocalCluster(cluster, train_config, options, output=lines,
+                                      profilers=bool(profile_ms)) as local:
+        start_tracing(lambda: {t.name: f"{processes.LOCALHOST}:{t.profiler_port}"
+                               for t in local.tasks})
         sampler = process_stats.Sampler(
             lambda: {t.name: t.process.pid for t in local.tasks},
             bytes_of="ps:0" if ps_bytes and setup.num_ps else None)
         with sampler:
           code = local.wait(timeout_s)
+  done.set()
+  if tracer is not None:
+    tracer.join()
   if code != 0:
     with open(log_path) as f:
       raise SetupFailedError(f"{setup.name} failed with exit code {code}:\n"
@@ -237,10 +284,11 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
 
 
 def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-                  timeout_s: float, *, ps_bytes: bool = False) -> Measurement:
+                  timeout_s: float, *, ps_bytes: bool = False,
+                  profile_ms: int = 0) -> Measurement:
   """Examples/s and CPU per step of one setup of ours over its steady intervals."""
   result, line_times, sampler = run_setup(setup, train_config, workdir, timeout_s,
-                                          ps_bytes=ps_bytes)
+                                          ps_bytes=ps_bytes, profile_ms=profile_ms)
   batch = train_config.global_batch_size
   intervals = training_intervals(result["history"], batch)
   windows = [(line_times[first], line_times[first] + seconds)
@@ -252,7 +300,13 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
   if ps_bytes and windows:
     parts = [sampler.bytes_between(start, end) for start, end in windows]
     moved = None if None in parts else sum(parts) / steps
-  return Measurement(steady_throughput(result["history"], batch), cpu, moved)
+  profiles = {}
+  traces = os.path.join(workdir, "traces")
+  for name in sorted(os.listdir(traces)) if profile_ms and os.path.isdir(traces) else ():
+    breakdown = profile.read_breakdown(os.path.join(traces, name))
+    if breakdown is not None:
+      profiles[name.replace("-", ":")] = breakdown
+  return Measurement(steady_throughput(result["history"], batch), cpu, moved, profiles)
 
 
 # --- The r0.12 program ------------------------------------------------------------
@@ -445,7 +499,7 @@ def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
 
 # The trainer's settings this benchmark varies; the rest keep train.task's defaults.
 TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval",
-                  "steps_per_execution", "data_dir")
+                  "eval_interval", "steps_per_execution", "data_dir")
 
 FLAGS = flags.FLAGS
 
@@ -487,6 +541,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                      "the cluster sized.", lower_bound=0.1, flag_values=flag_values)
   flags.DEFINE_float("worker_cores", 4, "With --sizing: cores of each worker of the "
                      "cluster sized.", lower_bound=0.1, flag_values=flag_values)
+  flags.DEFINE_integer("profile_ms", 0, "Trace every task of our setups with "
+                       "TensorFlow's profiler for this many milliseconds from the first "
+                       "log line on, and print where each one's CPU goes per step (0: "
+                       "no traces). Tracing costs CPU: take examples/s from a run "
+                       "without it.", lower_bound=0, flag_values=flag_values)
   flags.DEFINE_float("timeout", 1800.0, "Seconds per setup.", flag_values=flag_values)
 
 
@@ -515,10 +574,17 @@ def setups_from_flags(flag_values: flags.FlagValues) -> tuple:
 
 def train_config_for(flag_values: flags.FlagValues, setups: tuple) -> config_lib.TrainConfig:
   """The trainer's config of the parsed flags; the seed's optimizer when `setups`
-  hold the r0.12 program."""
+  hold the r0.12 program.
+
+  Throughput is training alone: unless --eval_every says otherwise, only the last
+  step is evaluated (under parameter servers evaluations run beside the workers,
+  and on shared cores they would take theirs).
+  """
   overrides = {}
   if any(setup.legacy for setup in setups):
     overrides = {"learning_rate": LEGACY_LEARNING_RATE, "learning_rate_schedule": "constant"}
+  if not flag_values.time_to_accuracy and not flag_values["eval_every"].present:
+    overrides["eval_interval"] = 0
   train_config = config_lib.train_config_from_flags(flag_values, **overrides)
   if not flag_values.time_to_accuracy and \
       train_config.max_steps <= train_config.checkpoint_interval:
@@ -583,7 +649,8 @@ def main(argv):
             runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout))
           else:
             runs[setup].append(measure_setup(setup, train_config, workdir, FLAGS.timeout,
-                                             ps_bytes=FLAGS.sizing))
+                                             ps_bytes=FLAGS.sizing,
+                                             profile_ms=FLAGS.profile_ms))
         except SetupFailedError as e:
           print(f"error: {e}", file=sys.stderr)
           return 1
@@ -622,6 +689,13 @@ def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict
   if sizing_inputs:
     print()
     print("\n".join(sizing_report(runs, *sizing_inputs)))
+  traced = [(f"{setup.name}: {task}", breakdown)
+            for setup in setups for measurement in runs[setup][-1:]
+            for task, breakdown in measurement.profiles.items()]
+  if traced:
+    print()
+    print("CPU per step by kind of work, from each task's profiler trace (last round):")
+    print("\n".join(profile.table(traced)))
   print(flush=True)
 
 if __name__ == "__main__":

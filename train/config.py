@@ -156,6 +156,14 @@ class TaskOptions:
   result_json: str | None = setting(None, "Chief: also write the final result here.")
   dry_run: bool = setting(False, "Print the resolved role, task, strategy and cluster "
                           "as JSON and exit.")
+  profiler_port: int = setting(
+      0, "Serve TensorFlow's profiler on this port (0: none), for TensorBoard's Profile "
+      "tab or python -m train.benchmark --profile to capture a trace of this task.")
+
+  def __post_init__(self):
+    if not 0 <= self.profiler_port <= 65535:
+      raise ValueError(f"profiler_port must be a port number in [0, 65535] (0: none), "
+                       f"got {self.profiler_port!r}")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -93,6 +93,7 @@ class Task:
   name: str               # "chief", "worker:1", ...
   tf_config: str
   process: subprocess.Popen | None = None
+  profiler_port: int = 0  # Its own, on this shared host; 0: no profiler.
 
   @property
   def is_chief(self) -> bool:
@@ -102,14 +103,15 @@ class Task:
 class LocalCluster:
   """Starts, watches and always ends the processes of one local cluster.
 
-  Use as a context manager: leaving it ends every process still running.
+  Use as a context manager: leaving it ends every process still running. With
+  `profilers`, each task serves TensorFlow's profiler on a free port of its own.
   """
 
   def __init__(self, cluster: dict,
                train_config: config_lib.TrainConfig = config_lib.TrainConfig(),
                options: config_lib.TaskOptions = config_lib.TaskOptions(), *,
-               evaluator: bool = False, env: dict | None = None, output=sys.stdout,
-               python=sys.executable):
+               evaluator: bool = False, profilers: bool = False,
+               env: dict | None = None, output=sys.stdout, python=sys.executable):
     self.cluster = cluster
     self.task_args = config_lib.task_argv(train_config, options)
     self.env = dict(os.environ if env is None else env)
@@ -124,6 +126,9 @@ class LocalCluster:
         self.tasks.append(Task(name, tf_config_for(cluster, task_type, index)))
     if evaluator:
       self.tasks.append(Task("evaluator", tf_config_for(cluster, cluster_lib.EVALUATOR, 0)))
+    if profilers:
+      for task, port in zip(self.tasks, processes.pick_free_ports(len(self.tasks))):
+        task.profiler_port = port
 
   def __enter__(self):
     self.start()
@@ -144,8 +149,10 @@ class LocalCluster:
     """Starts (or restarts) one task's process with its own TF_CONFIG."""
     env = dict(self.env, TF_CONFIG=task.tf_config, PYTHONUNBUFFERED="1",
                **{processes.PARENT_PID_ENV: str(os.getpid())})
+    args = self.task_args + ([f"--profiler_port={task.profiler_port}"]
+                             if task.profiler_port else [])
     task.process = processes.start_module(
-        config_lib.TASK_MODULE, self.task_args, python=self.python, env=env,
+        config_lib.TASK_MODULE, args, python=self.python, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     threading.Thread(target=self._pump, args=(task.name, task.process.stdout),
                      daemon=True).start()

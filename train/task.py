@@ -125,6 +125,10 @@ def main(argv):
   os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
+  if options.profiler_port:
+    # Traces are captured from outside (TensorBoard, train.benchmark --profile), on
+    # any role: a ps's or worker's ops run in its own process.
+    tf.profiler.experimental.server.start(options.profiler_port)
   from common import mnist
   from train import legacy
   from train import storage

@@ -192,3 +192,11 @@ def test_command_prints_ours_beside_the_legacy_program():
   assert re.search(r"^\| one process / legacy, one process \| \d+ \| \d+ \| [\d.]+x \|",
                    run.stdout, re.MULTILINE)
   assert "learning rate 0.0001 constant" in run.stdout
+
+
+def test_throughput_runs_evaluate_only_the_last_step_unless_told():
+  setups = benchmark.SETUPS
+  assert benchmark.train_config_for(parsed(), setups).eval_steps == 0
+  assert benchmark.train_config_for(parsed("--eval_every=50"), setups).eval_steps == 50
+  timed = parsed("--time_to_accuracy=0.99", "--checkpoint=50")
+  assert benchmark.train_config_for(timed, setups).eval_steps == 50

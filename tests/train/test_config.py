@@ -68,6 +68,9 @@ def test_bad_values_are_errors_naming_the_setting():
     parsed("--learning_rate_schedule=linear")
   with pytest.raises(ValueError, match="export_layout must be one of versioned, flat"):
     TrainConfig(export_layout="nested")
+  with pytest.raises(ValueError, match=r"profiler_port must be a port number in \[0, "
+                     r"65535\] \(0: none\), got 70000"):
+    config_lib.task_options_from_flags(parsed("--profiler_port=70000"))
 
 
 @pytest.mark.parametrize("train_config,options", [
@@ -75,7 +78,7 @@ def test_bad_values_are_errors_naming_the_setting():
     (TrainConfig(max_steps=5, learning_rate=1e-4, seed=3, export=False, data_dir="synthetic"),
      TaskOptions(strategy="one_device", cluster_timeout_s=2.5, dry_run=True)),
     (TrainConfig(log_dir="/l", checkpoint_dir="/c", export_layout=config_lib.FLAT),
-     TaskOptions(result_json="/r.json")),
+     TaskOptions(result_json="/r.json", profiler_port=6009)),
     (TrainConfig().with_log_dir("/w/logs"), TaskOptions()),
 ])
 def test_task_argv_reproduces_the_config(train_config, options):

@@ -104,6 +104,21 @@ def test_chief_success_ends_the_servers_and_prefixes_lines(fake_python):
     assert f"[{name}] {name} args ['-m', 'train.task', '--max_steps=5']" in output
 
 
+def test_with_profilers_each_task_serves_its_profiler_on_a_port_of_its_own(fake_python):
+  cluster = local_cluster.make_cluster(num_ps=1, num_workers=2)
+  output = io.StringIO()
+  env = dict(os.environ, BEHAVIOUR=json.dumps({"chief": [0, 0.5]}))
+  with local_cluster.LocalCluster(cluster, config_lib.TrainConfig(max_steps=5),
+                                  profilers=True, env=env, output=output,
+                                  python=fake_python) as local:
+    assert local.wait(20, poll_s=0.05) == 0
+  ports = {t.name: t.profiler_port for t in local.tasks}
+  assert len(set(ports.values())) == 4 and all(ports.values())
+  for name, port in ports.items():
+    assert (f"[{name}] {name} args ['-m', 'train.task', '--max_steps=5', "
+            f"'--profiler_port={port}']") in output.getvalue()
+
+
 def test_a_failed_task_stops_the_cluster_with_its_code(fake_python):
   code, _ = launch(fake_python, {"chief": [0, 30], "worker:1": [7, 0.2]})
   assert code == 7
