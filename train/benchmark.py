@@ -694,7 +694,7 @@ def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict
             for task, breakdown in measurement.profiles.items()]
   if traced:
     print()
-    print("CPU per step by kind of work, from each task's profiler trace (last round):")
+    print("Thread time per step by kind of work, from each task's profiler trace (last round):")
     print("\n".join(profile.table(traced)))
   print(flush=True)
 

@@ -5,7 +5,9 @@ A trace (`tf.profiler.experimental.client.trace` against a task started with
 TensorFlow recorded, nested by time. An event's self time is its duration minus
 its children's; op events are named `name:Type`. The self times are summed per
 category of op type (forward, backward, optimizer update, ...), which is what the
-per-step breakdown of BUILD.md's performance section prints.
+per-step breakdown of BUILD.md's performance section prints. An event lasts while
+its thread waits for a core too: where tasks share cores, a thread's busy time is
+more than the CPU it gets (/proc's CPU time is the measure of that).
 
 Steps are counted from the trace itself: every trainer runs each convolution's
 filter gradient once per step, and whoever applies the updates (a parameter
@@ -54,7 +56,7 @@ _OP_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclasses.dataclass(frozen=True)
 class Breakdown:
-  """One task's trace: steps seen and CPU self time per category, in milliseconds."""
+  """One task's trace: steps seen and thread busy (self) time per category, in ms."""
   steps: float
   ms_by_category: dict
 
@@ -162,9 +164,9 @@ def capture(address: str, trace_dir: str, duration_ms: int) -> None:
 
 
 def table(rows: list[tuple[str, Breakdown]]) -> list[str]:
-  """A markdown table: per traced task, ms per step of each category and its share."""
+  """A markdown table: per traced task, busy ms per step of each category and its share."""
   names = [name for name, _ in CATEGORIES] + [RUNTIME]
-  lines = ["| task | steps traced | CPU ms/step | " + " | ".join(names) + " |",
+  lines = ["| task | steps traced | thread ms/step | " + " | ".join(names) + " |",
            "|---|---|---|" + "---|" * len(names)]
   for task, breakdown in rows:
     per_step = breakdown.per_step()

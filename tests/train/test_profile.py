@@ -57,7 +57,7 @@ def test_table_gives_ms_per_step_and_shares_and_marks_a_trace_without_steps():
                                                 profile.RUNTIME: 40.0})),
           ("chief", profile.Breakdown(0, {profile.RUNTIME: 3.0}))]
   lines = profile.table(rows)
-  assert lines[0].startswith("| task | steps traced | CPU ms/step | forward | backward |")
+  assert lines[0].startswith("| task | steps traced | thread ms/step | forward | backward |")
   assert lines[2].startswith("| one process | 4 | 50.0 | 10.0 (20%) | 30.0 (60%) | 0.0 (0%)")
   assert lines[2].endswith("| 10.0 (20%) |")
   assert lines[3].startswith("| chief | 0 | - | - |")
