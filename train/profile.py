@@ -21,8 +21,6 @@ import glob
 import os
 import re
 
-from model import cnn
-
 # Op types by what they do for the CNN's step, in the order they are printed.
 CATEGORIES = (
     ("forward", {"_FusedConv2D", "Conv2D", "_FusedMatMul", "MaxPool", "Relu",
@@ -136,7 +134,8 @@ def breakdown_of_space(space, *, num_conv_layers: int, num_variables: int) -> Br
 
 @functools.cache
 def _cnn_step_markers() -> tuple[int, int]:
-  """(convolution layers, trainable variables) of the CNN."""
+  """(convolution layers, trainable variables) of the CNN (imports TensorFlow)."""
+  from model import cnn  # pylint: disable=g-import-not-at-top: loads TensorFlow.
   model = cnn.build_cnn()
   conv_layers = sum(type(layer).__name__ == "Conv2D" for layer in model.layers)
   return conv_layers, len(model.trainable_variables)
