@@ -23,11 +23,9 @@ import tf_keras  # noqa: E402
 
 from common import mnist  # noqa: E402
 from model import cnn  # noqa: E402
-from train import cluster as cluster_lib  # noqa: E402
+from tests.train import inprocess_cluster  # noqa: E402
 from train import data as data_lib  # noqa: E402
-from train import local_cluster  # noqa: E402
 from train import optimizer as optimizer_lib  # noqa: E402
-from train import strategies  # noqa: E402
 
 GLOBAL_BATCH_SIZE = 16
 STEPS_PER_FUNCTION = 5
@@ -35,19 +33,7 @@ NUM_FUNCTIONS = 12
 
 
 def main() -> None:
-  cluster = local_cluster.make_cluster(num_ps=2, num_workers=2)
-  spec = tf.train.ClusterSpec(cluster)
-  # In one process the servers share its thread pools: with fewer inter-op threads
-  # than workers + 1 the scheduled functions wait on each other for ever.
-  server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=4)
-  servers = [tf.distribute.Server(spec, job_name=task_type, task_index=i,
-                                  config=server_config, start=True)
-             for task_type in ("worker", "ps") for i in range(len(cluster[task_type]))]
-  assert servers
-  strategy = strategies.make_strategy(
-      cluster_lib.PARAMETER_SERVER,
-      cluster_lib.parse_tf_config(local_cluster.tf_config_for(cluster, "chief", 0)),
-      num_ps_shards=2, cluster_timeout_s=30)
+  strategy, _servers = inprocess_cluster.parameter_server_strategy()
   coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
   with strategy.scope():
     model = cnn.build_cnn()

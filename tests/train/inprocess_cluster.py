@@ -28,6 +28,24 @@ from train import strategies  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
 
+
+def parameter_server_strategy():
+  """ParameterServerStrategy over 2 ps and 2 workers served by this process, the large
+  variables split over both ps; returns it and the servers, to keep them alive."""
+  cluster = local_cluster.make_cluster(num_ps=2, num_workers=2)
+  spec = tf.train.ClusterSpec(cluster)
+  # In one process the servers share its thread pools: with fewer inter-op threads
+  # than workers + 1 the scheduled functions wait on each other for ever.
+  server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=4)
+  servers = [tf.distribute.Server(spec, job_name=task_type, task_index=i,
+                                  config=server_config, start=True)
+             for task_type in ("worker", "ps") for i in range(len(cluster[task_type]))]
+  cluster_config = cluster_lib.parse_tf_config(local_cluster.tf_config_for(cluster, "chief", 0))
+  strategy = strategies.make_strategy(cluster_lib.PARAMETER_SERVER, cluster_config,
+                                      num_ps_shards=2, cluster_timeout_s=30)
+  return strategy, servers
+
+
 def main(kind: str, workdir: str) -> None:
   config = TrainConfig(checkpoint_dir=os.path.join(workdir, "logs"),
                        tensorboard_dir=os.path.join(workdir, "tb"),
@@ -37,19 +55,7 @@ def main(kind: str, workdir: str) -> None:
   data = mnist.make_synthetic(400, 100)
   coordinator = None
   if kind == cluster_lib.PARAMETER_SERVER:
-    cluster = local_cluster.make_cluster(num_ps=2, num_workers=2)
-    spec = tf.train.ClusterSpec(cluster)
-    # In one process the servers share its thread pools: with fewer inter-op threads
-    # than workers + 1 the scheduled functions wait on each other for ever.
-    server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=4)
-    servers = [tf.distribute.Server(spec, job_name=task_type, task_index=i,
-                                    config=server_config, start=True)
-               for task_type in ("worker", "ps") for i in range(len(cluster[task_type]))]
-    assert servers
-    cluster_config = cluster_lib.parse_tf_config(
-        local_cluster.tf_config_for(cluster, "chief", 0))
-    strategy = strategies.make_strategy(kind, cluster_config, num_ps_shards=2,
-                                        cluster_timeout_s=30)
+    strategy, _servers = parameter_server_strategy()
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
   else:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
