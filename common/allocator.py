@@ -1,22 +1,27 @@
 """Keeps freed memory in the process for reuse, under glibc's malloc.
 
-TensorFlow's CPU allocator is malloc. glibc serves a block of more than its mmap
-threshold (128 KiB at first) with a fresh mmap and gives it back to the kernel
-when freed; it raises the threshold as such blocks are freed, but only for the
-main thread's arena. Kernels allocate from the threads of TensorFlow's pools,
-each with an arena of its own, and the top of those arenas is trimmed too. A step
-allocates the same large blocks each time (activations, gradients, the 12.8 MB
-kernel of the dense layer and its gradient, the contraction kernels' packing
-buffers), so each step took them from the kernel again, and every page of them
-was a page fault: measured on a parameter-server worker, 141,000 page faults a
-second and half a core of system time, with every kernel taking about twice as
-long as in one process (BUILD.md, "Performance").
+TensorFlow's CPU allocator is malloc. TensorFlow 2.21's GeneratorDataset kernel,
+which the distributed input of ParameterServerStrategy's and MultiWorkerMirrored-
+Strategy's workers is built on, fixes glibc's mmap threshold at 128 KiB the first
+time it runs (mallopt in `ApplyPython311MemoryPatch`, logged as "Memory patch
+applied", a remedy for memory growth under Python 3.11). A fixed threshold also
+stops glibc from raising it as it otherwise does, so from then on every block over
+128 KiB is a fresh mmap, returned to the kernel when freed. A training step
+allocates the same large blocks every time (activations, gradients, the 12.8 MB
+kernel of the dense layer and its gradient, the matrix kernels' packing buffers):
+each step took them from the kernel again, every page of them a page fault, and
+the kernels writing into them ran about twice as long as in one process, which
+never runs that kernel (`python -m train.benchmark --nokeep_freed_memory` shows
+it; BUILD.md, "Performance"). The r0.12 program feeds its batches without tf.data
+and never had this.
 
-`keep_freed_memory()` makes glibc serve every block from its arenas and never
-trim them (mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB), before TensorFlow
-allocates anything. A block too large for a thread's arena (64 MiB) is still
-mapped, and returned when freed. The process then holds its peak working set, as
-a long training task does anyway. It changes nothing but where memory comes from.
+`keep_freed_memory()` makes glibc serve every block from its arenas, whatever the
+threshold, and never trim them (mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB),
+before TensorFlow allocates anything; the patch, which sets only the threshold,
+does not undo it. A block too large for a thread's arena (64 MiB) is still mapped,
+and returned when freed. The process holds on to its peak working set, which for
+a training task is the same every step. It changes nothing but where memory
+comes from.
 Outside glibc (another libc, or an allocator preloaded in front of it) it does
 nothing.
 """
