@@ -203,7 +203,8 @@ def test_command_prints_ours_beside_the_legacy_program():
       cwd=REPO, capture_output=True, text=True, timeout=580)
   assert run.returncode == 0, run.stderr[-3000:]
   rows = re.findall(r"^\| (one process|legacy, one process) \| (\d+) \| ([\d.]+)x "
-                    r"\| ([\d.]+) \| process ([\d.]+) \|$", run.stdout, re.MULTILINE)
+                    r"\| ([\d.]+) \| process ([\d.]+) \| ([\d,]+) \|$", run.stdout,
+                    re.MULTILINE)
   assert [r[0] for r in rows] == ["one process", "legacy, one process"]
   assert rows[0][2] == "1.00" and all(int(r[1]) > 0 and float(r[4]) > 0 for r in rows)
   assert re.search(r"^\| one process / legacy, one process \| \d+ \| \d+ \| [\d.]+x \|",
