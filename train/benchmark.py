@@ -26,7 +26,10 @@ in an order that rotates, and reports the median of each ratio.
 Beside examples/s the table gives CPU milliseconds per step of each process role
 (/proc/<pid>/stat over the same steps): on shared cores wall time is what the
 neighbours leave, CPU per step is the work. All tasks share this machine's cores,
-so a cluster here measures the framework's overhead, not a speed-up.
+so a cluster here measures the framework's overhead, not a speed-up. The last
+column counts the minor page faults of all processes per step: memory taken from
+the kernel again every step, which `--nokeep_freed_memory` (ours with glibc's
+allocation as TensorFlow leaves it; common/allocator.py) shows.
 
 `--legacy` adds the r0.12 program of tests/legacy (through tf.compat.v1), run as
 `python -m tests.legacy.run` from the repository checkout this module sits in, as
@@ -104,6 +107,7 @@ class Measurement:
   examples_per_sec: float
   cpu_ms_per_step: dict        # Role ("ps", "chief", "worker", ...) -> ms per global step.
   ps_bytes_per_step: float | None = None   # Through the ps's connections, both ways.
+  faults_per_step: float | None = None     # Minor page faults of all processes.
   profiles: dict = dataclasses.field(default_factory=dict)  # Task -> profile.Breakdown.
 
   @property
@@ -191,6 +195,14 @@ def cpu_ms_per_step(sampler: process_stats.Sampler, windows: list[tuple[float, f
   return by_role
 
 
+def faults_per_step(sampler: process_stats.Sampler, windows: list[tuple[float, float]],
+                    steps: int) -> float | None:
+  """Minor page faults per step of all processes together, over the clock windows."""
+  counts = [sampler.faults_between(name, start, end)
+            for name in sampler.faults for start, end in windows]
+  return None if not counts or None in counts else sum(counts) / steps
+
+
 def _trace_when_steady(lines: _StepLines, addresses, trace_dir: str, duration_ms: int,
                        done: threading.Event) -> None:
   """Once the first log line is out (tracing and warm-up are over), traces every task
@@ -217,7 +229,8 @@ def _capture_quietly(address: str, trace_dir: str, duration_ms: int) -> None:
 
 
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-              timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0):
+              timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0,
+              keep_freed_memory: bool = True):
   """Trains one setup of ours from scratch in `workdir`.
 
   Returns the chief's result JSON, the clock time of each step line, and the
@@ -231,7 +244,8 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
   if setup.initializers:
     train_config = dataclasses.replace(train_config, initializers=setup.initializers)
   port = processes.pick_free_ports(1)[0] if profile_ms and setup.num_ps is None else 0
-  options = config_lib.TaskOptions(result_json=result_json, profiler_port=port)
+  options = config_lib.TaskOptions(result_json=result_json, profiler_port=port,
+                                   keep_freed_memory=keep_freed_memory)
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
   done = threading.Event()
@@ -284,11 +298,12 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
 
 
 def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-                  timeout_s: float, *, ps_bytes: bool = False,
-                  profile_ms: int = 0) -> Measurement:
+                  timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0,
+                  keep_freed_memory: bool = True) -> Measurement:
   """Examples/s and CPU per step of one setup of ours over its steady intervals."""
   result, line_times, sampler = run_setup(setup, train_config, workdir, timeout_s,
-                                          ps_bytes=ps_bytes, profile_ms=profile_ms)
+                                          ps_bytes=ps_bytes, profile_ms=profile_ms,
+                                          keep_freed_memory=keep_freed_memory)
   batch = train_config.global_batch_size
   intervals = training_intervals(result["history"], batch)
   windows = [(line_times[first], line_times[first] + seconds)
@@ -306,7 +321,9 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
     breakdown = profile.read_breakdown(os.path.join(traces, name))
     if breakdown is not None:
       profiles[name.replace("-", ":")] = breakdown
-  return Measurement(steady_throughput(result["history"], batch), cpu, moved, profiles)
+  faults = faults_per_step(sampler, windows, steps) if cpu else None
+  return Measurement(steady_throughput(result["history"], batch), cpu,
+                     ps_bytes_per_step=moved, faults_per_step=faults, profiles=profiles)
 
 
 # --- The r0.12 program ------------------------------------------------------------
@@ -387,7 +404,8 @@ def measure_legacy(setup: Setup, train_config: config_lib.TrainConfig, workdir: 
   start, end, steps = legacy_step_window(result, train_config.checkpoint_interval,
                                          train_config.max_steps)
   return Measurement(summary["examples_per_second"],
-                     cpu_ms_per_step(sampler, [(start, end)], steps))
+                     cpu_ms_per_step(sampler, [(start, end)], steps),
+                     faults_per_step=faults_per_step(sampler, [(start, end)], steps))
 
 
 # --- Rounds and tables --------------------------------------------------------------
@@ -432,7 +450,7 @@ def cpu_cell(measurements: list[Measurement]) -> str:
 def throughput_table(setups: tuple, runs: dict) -> list[str]:
   """Markdown rows: examples/s, ratio to one process, CPU ms/step (medians of rounds)."""
   lines = ["| setup | examples/s | vs one process | CPU ms/step, all processes "
-           "| CPU ms/step by process |", "|---|---|---|---|---|"]
+           "| CPU ms/step by process | page faults/step |", "|---|---|---|---|---|---|"]
   baseline = runs.get(SETUPS[0])
   for setup in setups:
     measurements = runs[setup]
@@ -442,8 +460,9 @@ def throughput_table(setups: tuple, runs: dict) -> list[str]:
       ratio = ratio_cell([m.examples_per_sec / b.examples_per_sec
                           for m, b in zip(measurements, baseline)])
     total = _median_or_none([m.total_cpu_ms_per_step for m in measurements])
+    faults = _median_or_none([m.faults_per_step for m in measurements])
     lines.append(f"| {setup.name} | {rate:.0f} | {ratio} | {_ms(total)} "
-                 f"| {cpu_cell(measurements)} |")
+                 f"| {cpu_cell(measurements)} | {'-' if faults is None else f'{faults:,.0f}'} |")
   return lines
 
 
@@ -507,6 +526,8 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
                         defaults={"max_steps": 200})
+  # Ours with glibc's default allocation too (--nokeep_freed_memory), to see what it saves.
+  settings.define_flags(config_lib.TaskOptions, flag_values, only=("keep_freed_memory",))
   flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds "
                     "of training for one process and for PSS 1 ps + 2 workers to first "
                     "reach each of these test accuracies (evaluated every --checkpoint "
@@ -644,13 +665,16 @@ def main(argv):
         workdir = os.path.join(root, f"{r}-{setups.index(setup)}")
         try:
           if targets:
-            rows.append((setup, run_setup(setup, train_config, workdir, FLAGS.timeout)[0]))
+            rows.append((setup, run_setup(
+                setup, train_config, workdir, FLAGS.timeout,
+                keep_freed_memory=FLAGS.keep_freed_memory)[0]))
           elif setup.legacy:
             runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout))
           else:
             runs[setup].append(measure_setup(setup, train_config, workdir, FLAGS.timeout,
                                              ps_bytes=FLAGS.sizing,
-                                             profile_ms=FLAGS.profile_ms))
+                                             profile_ms=FLAGS.profile_ms,
+                                             keep_freed_memory=FLAGS.keep_freed_memory))
         except SetupFailedError as e:
           print(f"error: {e}", file=sys.stderr)
           return 1
@@ -661,15 +685,18 @@ def main(argv):
         print_report(train_config, setups, runs, r + 1,
                      legacy=any(setup.legacy for setup in setups),
                      sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
-                                    if FLAGS.sizing else None))
+                                    if FLAGS.sizing else None),
+                     keep_freed_memory=FLAGS.keep_freed_memory)
   if targets:
-    print(header(train_config, 1))
+    print(header(train_config, 1, FLAGS.keep_freed_memory))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
   return 0
 
 
-def header(train_config: config_lib.TrainConfig, rounds: int) -> str:
-  return (f"global batch {train_config.global_batch_size}, examples/s over steps "
+def header(train_config: config_lib.TrainConfig, rounds: int,
+           keep_freed_memory: bool = True) -> str:
+  return (("ours with --nokeep_freed_memory, " if not keep_freed_memory else "") +
+          f"global batch {train_config.global_batch_size}, examples/s over steps "
           f"{train_config.checkpoint_interval}-{train_config.max_steps}, "
           f"steps_per_execution {train_config.steps_per_execution}, learning rate "
           f"{train_config.learning_rate:g} {train_config.learning_rate_schedule}, "
@@ -678,10 +705,11 @@ def header(train_config: config_lib.TrainConfig, rounds: int) -> str:
 
 
 def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
-                 rounds: int, *, legacy: bool, sizing_inputs: tuple | None) -> None:
+                 rounds: int, *, legacy: bool, sizing_inputs: tuple | None,
+                 keep_freed_memory: bool = True) -> None:
   """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
   worker cores)."""
-  print(header(train_config, rounds))
+  print(header(train_config, rounds, keep_freed_memory))
   print("\n".join(throughput_table(setups, runs)))
   if legacy:
     print()

@@ -159,6 +159,10 @@ class TaskOptions:
   profiler_port: int = setting(
       0, "Serve TensorFlow's profiler on this port (0: none), for TensorBoard's Profile "
       "tab or python -m train.benchmark --profile to capture a trace of this task.")
+  keep_freed_memory: bool = setting(
+      True, "glibc: malloc keeps freed memory for reuse instead of returning it to the "
+      "kernel, so that each step's large tensors do not page-fault again "
+      "(common/allocator.py; measured in BUILD.md, Performance).")
 
   def __post_init__(self):
     if not 0 <= self.profiler_port <= 65535:

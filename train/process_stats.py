@@ -1,10 +1,13 @@
-"""CPU time and TCP bytes of processes on this machine, sampled while they run (Linux).
+"""CPU time, page faults and TCP bytes of processes on this machine, sampled while
+they run (Linux).
 
 A benchmark on shared cores measures wall time badly; the CPU a process spends per
 training step (utime + stime from /proc/<pid>/stat) survives the sharing much
 better. `Sampler` reads it for every process of a run a few times a second, and
 `Sampler.cpu_between` interpolates it over any window of time.monotonic() (one
-clock for every process of this machine). It can also read the bytes that went
+clock for every process of this machine). It counts each process's minor page
+faults beside it: memory the process takes from the kernel again and again, as it
+did before common/allocator.py, shows there. It can also read the bytes that went
 through the TCP connections of one of them (from `ss -tip`), which for a parameter
 server is the variables it sends and the gradients it receives.
 """
@@ -30,13 +33,23 @@ def parse_stat_cpu_seconds(stat: str, clock_ticks: int = _CLOCK_TICKS) -> float:
   return (int(fields[11]) + int(fields[12])) / clock_ticks
 
 
-def cpu_seconds(pid: int) -> float | None:
-  """The CPU seconds `pid` has used so far; None once it has exited."""
+def parse_stat_minor_faults(stat: str) -> int:
+  """Minor page faults (field 10) from the text of /proc/<pid>/stat."""
+  return int(stat.rsplit(")", 1)[1].split()[7])
+
+
+def _read_stat(pid: int) -> str | None:
   try:
     with open(f"/proc/{pid}/stat") as f:
-      return parse_stat_cpu_seconds(f.read())
+      return f.read()
   except (FileNotFoundError, ProcessLookupError):
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+  """The CPU seconds `pid` has used so far; None once it has exited."""
+  stat = _read_stat(pid)
+  return None if stat is None else parse_stat_cpu_seconds(stat)
 
 
 def children_of(pid: int) -> list[int]:
@@ -118,7 +131,8 @@ def interpolate(samples: list[tuple[float, float]], t: float) -> float | None:
 
 
 class Sampler:
-  """Samples each named process's CPU seconds (and one's TCP bytes) on a thread.
+  """Samples each named process's CPU seconds and page faults (and one's TCP bytes)
+  on a thread.
 
   `pids_fn` returns the processes to sample now, {name: pid}: it is called at every
   sample, so processes that start later (a launcher's children) are picked up.
@@ -134,6 +148,7 @@ class Sampler:
     self.interval_s = interval_s
     self.clock = clock
     self.cpu: dict[str, list[tuple[float, float]]] = {}
+    self.faults: dict[str, list[tuple[float, float]]] = {}
     self.bytes: list[tuple[float, float]] = []
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
@@ -151,9 +166,10 @@ class Sampler:
     for name, pid in pids.items():
       # Read just before and after the clock: the time is within one read of both.
       t = self.clock()
-      seconds = cpu_seconds(pid)
-      if seconds is not None:
-        self.cpu.setdefault(name, []).append((t, seconds))
+      stat = _read_stat(pid)
+      if stat is not None:
+        self.cpu.setdefault(name, []).append((t, parse_stat_cpu_seconds(stat)))
+        self.faults.setdefault(name, []).append((t, parse_stat_minor_faults(stat)))
     if self.bytes_of in pids:
       t = self.clock()
       count = tcp_bytes(pids[self.bytes_of])
@@ -168,6 +184,10 @@ class Sampler:
   def cpu_between(self, name: str, start: float, end: float) -> float | None:
     """CPU seconds process `name` used between two clock times; None if unsampled."""
     return _difference(self.cpu.get(name, []), start, end)
+
+  def faults_between(self, name: str, start: float, end: float) -> float | None:
+    """Minor page faults of process `name` between two clock times; None if unsampled."""
+    return _difference(self.faults.get(name, []), start, end)
 
   def bytes_between(self, start: float, end: float) -> float | None:
     """Bytes through the `bytes_of` process's connections between two clock times."""

@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import allocator
 from common import processes
 from common import settings
 from train import cluster
@@ -123,6 +124,8 @@ def main(argv):
   # reschedules (TensorFlow's own advice for parameter-server training; see
   # tensorflow/community RFC 355).
   os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+  if options.keep_freed_memory:
+    allocator.keep_freed_memory()  # Before TensorFlow allocates anything.
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
   if options.profiler_port:

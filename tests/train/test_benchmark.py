@@ -49,6 +49,21 @@ def test_cpu_per_step_sums_the_processes_of_a_role():
       "ps": None}
 
 
+def test_page_faults_per_step_add_up_every_process():
+  class Faults:
+    faults = {"ps:0": None, "worker:0": None}
+    def __init__(self, rates):
+      self.rates = rates
+    def faults_between(self, name, start, end):
+      rate = self.rates[name]
+      return None if rate is None else rate * (end - start)
+  sampler = Faults({"ps:0": 10.0, "worker:0": 1000.0})
+  assert benchmark.faults_per_step(sampler, [(0.0, 10.0), (20.0, 30.0)], 100) == \
+      pytest.approx(202.0)
+  assert benchmark.faults_per_step(Faults({"ps:0": 1.0, "worker:0": None}),
+                                   [(0.0, 1.0)], 10) is None
+
+
 def test_step_lines_note_the_first_time_each_step_is_logged():
   times = iter([1.0, 2.0, 3.0])
   log = []
@@ -133,24 +148,26 @@ def test_rounds_rotate_the_order():
       ("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
 
 
-def measurement(rate, **cpu):
-  return benchmark.Measurement(rate, cpu)
+def measurement(rate, faults=None, **cpu):
+  return benchmark.Measurement(rate, cpu, faults_per_step=faults)
 
 
 def test_tables_give_median_ratios_of_each_round():
   one, pss, legacy_one = benchmark.SETUPS[0], benchmark.SETUPS[2], benchmark.LEGACY_SETUPS[0]
-  runs = {one: [measurement(1000, process=200.0), measurement(500, process=260.0),
-                measurement(800, process=220.0)],
+  runs = {one: [measurement(1000, 2000.0, process=200.0),
+                measurement(500, 40000.0, process=260.0),
+                measurement(800, 1500.0, process=220.0)],
           pss: [measurement(800, ps=30.0, chief=1.0, worker=300.0),
                 measurement(450, ps=None, chief=1.0, worker=320.0),
                 measurement(400, ps=34.0, chief=2.0, worker=310.0)],
           legacy_one: [measurement(1250, process=210.0), measurement(400, process=230.0),
                        measurement(1000, process=215.0)]}
   table = benchmark.throughput_table((one, pss, legacy_one), runs)
-  assert table[2] == "| one process | 800 | 1.00x (1.00, 1.00, 1.00) | 220.0 | process 220.0 |"
+  assert table[2] == ("| one process | 800 | 1.00x (1.00, 1.00, 1.00) | 220.0 "
+                      "| process 220.0 | 2,000 |")
   # Ratios per round 0.8, 0.9, 0.5: median 0.8. A round without the ps's CPU has no total.
   assert table[3] == ("| PSS 1 ps + 2 workers | 450 | 0.80x (0.80, 0.90, 0.50) | 338.5 "
-                      "| ps 32.0 · chief 1.0 · worker 310.0 |")
+                      "| ps 32.0 · chief 1.0 · worker 310.0 | - |")
   legacy = benchmark.legacy_table(runs)
   assert legacy[2:] == ["| one process / legacy, one process | 1000 | 800 "
                         "| 0.80x (0.80, 1.25, 0.80) | 215.0 | 220.0 |"]
@@ -186,7 +203,8 @@ def test_command_prints_ours_beside_the_legacy_program():
       cwd=REPO, capture_output=True, text=True, timeout=580)
   assert run.returncode == 0, run.stderr[-3000:]
   rows = re.findall(r"^\| (one process|legacy, one process) \| (\d+) \| ([\d.]+)x "
-                    r"\| ([\d.]+) \| process ([\d.]+) \|$", run.stdout, re.MULTILINE)
+                    r"\| ([\d.]+) \| process ([\d.]+) \| ([\d,]+) \|$", run.stdout,
+                    re.MULTILINE)
   assert [r[0] for r in rows] == ["one process", "legacy, one process"]
   assert rows[0][2] == "1.00" and all(int(r[1]) > 0 and float(r[4]) > 0 for r in rows)
   assert re.search(r"^\| one process / legacy, one process \| \d+ \| \d+ \| [\d.]+x \|",

@@ -78,7 +78,7 @@ def test_bad_values_are_errors_naming_the_setting():
     (TrainConfig(max_steps=5, learning_rate=1e-4, seed=3, export=False, data_dir="synthetic"),
      TaskOptions(strategy="one_device", cluster_timeout_s=2.5, dry_run=True)),
     (TrainConfig(log_dir="/l", checkpoint_dir="/c", export_layout=config_lib.FLAT),
-     TaskOptions(result_json="/r.json", profiler_port=6009)),
+     TaskOptions(result_json="/r.json", profiler_port=6009, keep_freed_memory=False)),
     (TrainConfig().with_log_dir("/w/logs"), TaskOptions()),
 ])
 def test_task_argv_reproduces_the_config(train_config, options):

@@ -14,6 +14,8 @@ def test_cpu_seconds_are_read_after_the_command_name():
   fields = ["S"] + ["0"] * 10 + ["250", "150"] + ["0"] * 30
   stat = "1234 (a (weird) name) " + " ".join(fields)
   assert process_stats.parse_stat_cpu_seconds(stat, clock_ticks=100) == 4.0
+  assert process_stats.parse_stat_minor_faults(
+      "1234 (a (weird) name) S 1 2 3 4 5 6 987 0 0 0 250 150") == 987
   assert process_stats.cpu_seconds(os.getpid()) > 0
 
 
@@ -66,6 +68,18 @@ def test_sampler_differences_are_those_of_the_samples():
   assert sampler.cpu_between("me", 10.0, 14.0) == last - first
   assert sampler.cpu_between("me", 9.0, 14.0) is None
   assert sampler.cpu_between("unknown", 10.0, 14.0) is None
+  (_, faults_before), _, (_, faults_after) = sampler.faults["me"]
+  assert sampler.faults_between("me", 10.0, 14.0) == faults_after - faults_before
+
+
+def test_sampler_counts_the_page_faults_of_new_memory():
+  sampler = process_stats.Sampler(lambda: {"me": os.getpid()})
+  sampler.sample()
+  block = bytearray(64 << 20)  # Fresh pages from the kernel, each faulted in when zeroed.
+  sampler.sample()
+  del block
+  (t0, _), (t1, _) = sampler.faults["me"]
+  assert sampler.faults_between("me", t0, t1) >= (64 << 20) // 4096 // 2
 
 
 def test_children_and_their_environment_are_found():
