@@ -54,7 +54,7 @@ from train import storage  # noqa: E402
 LAUNCH_SETTINGS = ("num_ps", "num_workers", "timeout_s")
 LAUNCH_DEFAULTS = {"timeout_s": 1200.0}
 TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval")
-TRAIN_DEFAULTS = {"max_steps": 2000, "checkpoint_interval": 500}
+TRAIN_DEFAULTS = {"max_steps": 3000, "checkpoint_interval": 500}
 
 FLAGS = flags.FLAGS
 

@@ -75,7 +75,7 @@ def test_sampler_differences_are_those_of_the_samples():
 def test_sampler_counts_the_page_faults_of_new_memory():
   sampler = process_stats.Sampler(lambda: {"me": os.getpid()})
   sampler.sample()
-  block = bytearray(64 << 20)  # Fresh pages from the kernel, each faulted in when zeroed.
+  block = b"\x01" * (64 << 20)  # Fresh pages from the kernel, each faulted in when written.
   sampler.sample()
   del block
   (t0, _), (t1, _) = sampler.faults["me"]
