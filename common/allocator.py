@@ -10,8 +10,8 @@ stops glibc from raising it as it otherwise does, so from then on every block ov
 allocates the same large blocks every time (activations, gradients, the 12.8 MB
 kernel of the dense layer and its gradient, the matrix kernels' packing buffers):
 each step took them from the kernel again, every page of them a page fault, and
-the kernels writing into them ran about twice as long as in one process, which
-never runs that kernel (`python -m train.benchmark --nokeep_freed_memory` shows
+a parameter-server worker spent about 1.6 times the CPU per step of one process,
+which never runs that kernel (`python -m train.benchmark --nokeep_freed_memory` shows
 it; BUILD.md, "Performance"). The r0.12 program feeds its batches without tf.data
 and never had this.
 
@@ -27,7 +27,6 @@ nothing.
 """
 
 import ctypes
-import ctypes.util
 
 # From glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
@@ -37,13 +36,10 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 
 def _glibc():
   """glibc's handle, or None where the C library is not glibc."""
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    libc.gnu_get_libc_version()
-  except (OSError, AttributeError):
-    return None
-  return libc
+  # The symbols already loaded into this process, libc's among them: no search of
+  # the library path (ctypes.util.find_library runs ldconfig) at every task's start.
+  libc = ctypes.CDLL(None)
+  return libc if hasattr(libc, "gnu_get_libc_version") else None
 
 
 def keep_freed_memory() -> bool:
