@@ -9,6 +9,13 @@ from train import profile
 
 def test_op_events_are_grouped_by_their_type_and_others_by_their_name():
   assert profile.op_type("cnn/conv1/Conv2D:_FusedConv2D") == "_FusedConv2D"
+  # oneDNN's kernels under TensorFlow's names.
+  assert profile.op_type("cnn/conv1/Conv2D:_MklNativeFusedConv2D") == "_FusedConv2D"
+  assert profile.op_type("grad/MatMul:_MklMatMul") == "MatMul"
+  assert profile.op_type(
+      "grad/Conv2DBackpropFilter:_MklNativeConv2DBackpropFilterWithBias") == \
+      "Conv2DBackpropFilter"
+  assert profile.op_type("pool/MaxPoolGrad:_MklNativeMaxPoolGrad") == "MaxPoolGrad"
   assert profile.op_type("ExecutorState::Process") == "ExecutorState::Process"
   assert profile.op_type("RunGraph #123") == "RunGraph ##"
   assert profile.op_type("/job:ps/replica:0/task:0/device:CPU:0") == (
