@@ -6,9 +6,10 @@ rewrite passes swap the kernels in when a graph is optimised). Which set runs is
 read once, when TensorFlow loads, from TF_ENABLE_ONEDNN_OPTS; unset, TensorFlow
 2.21 picks oneDNN only on CPUs with AVX-512 VNNI or BF16, AVX-VNNI or AMX
 (`DefaultOneDnnPolicy`, tensorflow/core/util/port.cc), and Eigen on the others, an
-AVX2-only AMD EPYC among them. On such a CPU the seed's network trains at nearly
-twice the examples/s with oneDNN's kernels, the same on every role of a cluster
-(BUILD.md, "Performance", measures it beside the r0.12 program with each).
+AVX2-only AMD EPYC among them. On such a CPU the seed's network trains much
+faster on oneDNN's kernels, in one process and on every role of a cluster
+(BUILD.md, "Kernels" under "Performance", measures it beside the r0.12 program on
+either set).
 
 `set_onednn(on)` sets the variable for TensorFlow to read; train.task calls it
 before TensorFlow loads, with --onednn (default on; TF_ENABLE_ONEDNN_OPTS, when

@@ -5,6 +5,8 @@ Typical usage:
   python -m train.benchmark                       # throughput table, real MNIST
   # Beside the r0.12 program we replace (run from the repository checkout), 3 rounds:
   python -m train.benchmark --legacy --setups=0,2 --rounds=3
+  # The same, the r0.12 program on oneDNN's kernels as ours (see common/onednn.py):
+  python -m train.benchmark --legacy --setups=0,2 --legacy_onednn=on --rounds=3
   # How many parameter servers a bigger cluster needs, checked on 1, 2, 3 workers here:
   python -m train.benchmark --sizing --rounds=2
   # Where each task's CPU goes per step (TensorFlow's profiler, 3 s of each task):

@@ -54,6 +54,10 @@ CATEGORIES = (
                         "IteratorGetNextAsOptional"}),
 )
 RUNTIME = "runtime (executor, function calls, RPC handling, other)"
+# A function call's event on the thread that made it spans the whole call, while
+# the function's ops run on the executor's threads (their own events): its self
+# time is that thread waiting, not work, and is left out.
+WAITING = frozenset({"KernelAndDeviceFunc::Run"})
 _BACKWARD_MARKER = "Conv2DBackpropFilter"
 _UPDATE_MARKERS = ("ResourceApplyAdam", "ApplyAdam")
 _OP_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -100,6 +104,8 @@ def category_of(kind: str) -> str:
   for name, kinds in CATEGORIES:
     if kind in kinds:
       return name
+  if kind.startswith("Iterator::"):  # tf.data's own events, one per dataset stage.
+    return "input pipeline"
   return RUNTIME
 
 
@@ -145,7 +151,8 @@ def breakdown_of_space(space, *, num_conv_layers: int, num_variables: int) -> Br
       count.update(c)
   ms = collections.Counter()
   for kind, ps in self_ps.items():
-    ms[category_of(kind)] += ps / 1e9
+    if kind not in WAITING:
+      ms[category_of(kind)] += ps / 1e9
   return Breakdown(steps_in(count, num_conv_layers=num_conv_layers,
                             num_variables=num_variables), dict(ms))
 
