@@ -42,7 +42,8 @@ def setting(default, help: str, *, flag: str | None = None, choices: tuple = (),
 
   `flag` names the flag when it differs from the field (the seed's names);
   `choices` makes it an enum; `env` names an environment variable that replaces
-  the default when the flag is not given (Vertex AI's AIP_* variables).
+  the default when the flag is not given (Vertex AI's AIP_* variables), read with
+  the flag's own parser (a bool's: 1, 0, true, false).
   """
   return dataclasses.field(default=default, metadata={
       "help": help, "flag": flag, "choices": tuple(choices), "env": env})
@@ -103,7 +104,8 @@ def values_from_flags(config_class, flag_values: flags.FlagValues,
   """{field name: value} for every setting whose flag `flag_values` defines.
 
   A setting with an `env` variable takes that variable's value when the flag was
-  not given on the command line and the variable is set and not empty.
+  not given on the command line and the variable is set and not empty, parsed as
+  the flag would parse it; a value the flag would refuse raises ValueError.
   """
   environ = environ or {}
   values = {}
@@ -114,7 +116,10 @@ def values_from_flags(config_class, flag_values: flags.FlagValues,
     value = flag_values[name].value
     env = field.metadata["env"]
     if env and not flag_values[name].present and environ.get(env):
-      value = environ[env]
+      try:
+        value = flag_values[name].parser.parse(environ[env])
+      except ValueError as e:
+        raise ValueError(f"{env}={environ[env]!r} (the default of --{name}): {e}") from None
     values[field.name] = value
   return values
 

@@ -5,6 +5,8 @@ Typical usage:
   python -m train.benchmark                       # throughput table, real MNIST
   # Beside the r0.12 program we replace (run from the repository checkout), 3 rounds:
   python -m train.benchmark --legacy --setups=0,2 --rounds=3
+  # The same, the r0.12 program on oneDNN's kernels as ours (see common/onednn.py):
+  python -m train.benchmark --legacy --setups=0,2 --legacy_onednn=on --rounds=3
   # How many parameter servers a bigger cluster needs, checked on 1, 2, 3 workers here:
   python -m train.benchmark --sizing --rounds=2
   # Where each task's CPU goes per step (TensorFlow's profiler, 3 s of each task):
@@ -34,7 +36,11 @@ allocation as TensorFlow leaves it; common/allocator.py) shows.
 `--legacy` adds the r0.12 program of tests/legacy (through tf.compat.v1), run as
 `python -m tests.legacy.run` from the repository checkout this module sits in, as
 one process and as 1 ps + master + worker, at the seed's Adam 1e-4 constant (ours
-then train with the same), with the ratios ours / legacy. `--sizing` adds PSS with
+then train with the same), with the ratios ours / legacy. Ours run oneDNN's
+kernels (train.task --onednn, common/onednn.py); the r0.12 program runs those
+TensorFlow picks for this CPU, as it would for a team that runs it today, or with
+--legacy_onednn=on the same kernels as ours. The report's second line says which
+each ran. `--sizing` adds PSS with
 3 workers, measures the bytes through the ps's connections, and prints the sizing
 model of train/sizing.py beside what each local cluster measured.
 
@@ -56,6 +62,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import onednn
 from common import processes
 from common import settings
 from train import config as config_lib
@@ -68,6 +75,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEGACY_MODULE = "tests.legacy.run"
 # The seed's optimizer: Adam at a constant 1e-4. Ours train with it beside the seed.
 LEGACY_LEARNING_RATE = 1e-4
+# --legacy_onednn: the r0.12 program on the kernels TensorFlow picks for this CPU.
+LEGACY_DEFAULT_KERNELS = "default"
 # Process roles, as the CPU column names them.
 ONE_PROCESS_ROLE = "process"
 
@@ -230,8 +239,9 @@ def _capture_quietly(address: str, trace_dir: str, duration_ms: int) -> None:
 
 def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
               timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0,
-              keep_freed_memory: bool = True):
-  """Trains one setup of ours from scratch in `workdir`.
+              ours: config_lib.TaskOptions = config_lib.TaskOptions()):
+  """Trains one setup of ours from scratch in `workdir`, its tasks with the options
+  of `ours` (allocation, kernels).
 
   Returns the chief's result JSON, the clock time of each step line, and the
   sampler of the run's processes' CPU (and, with `ps_bytes`, of ps:0's TCP bytes).
@@ -244,8 +254,10 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
   if setup.initializers:
     train_config = dataclasses.replace(train_config, initializers=setup.initializers)
   port = processes.pick_free_ports(1)[0] if profile_ms and setup.num_ps is None else 0
-  options = config_lib.TaskOptions(result_json=result_json, profiler_port=port,
-                                   keep_freed_memory=keep_freed_memory)
+  options = dataclasses.replace(ours, result_json=result_json, profiler_port=port)
+  env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  # The kernels asked for, whatever TF_ENABLE_ONEDNN_OPTS this process has.
+  onednn.set_onednn(options.onednn, env)
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, "train.log")
   done = threading.Event()
@@ -259,7 +271,6 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
             lines, addresses, os.path.join(workdir, "traces"), profile_ms, done))
         tracer.start()
     if setup.num_ps is None:
-      env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
       process = processes.start_module(
           config_lib.TASK_MODULE, config_lib.task_argv(train_config, options), env=env,
           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -277,8 +288,8 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
       pump.join(5)
     else:
       cluster = local_cluster.make_cluster(setup.num_ps, setup.num_workers)
-      with local_cluster.LocalCluster(cluster, train_config, options, output=lines,
-                                      profilers=bool(profile_ms)) as local:
+      with local_cluster.LocalCluster(cluster, train_config, options, env=env,
+                                      output=lines, profilers=bool(profile_ms)) as local:
         start_tracing(lambda: {t.name: f"{processes.LOCALHOST}:{t.profiler_port}"
                                for t in local.tasks})
         sampler = process_stats.Sampler(
@@ -299,11 +310,11 @@ def run_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
 
 def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
                   timeout_s: float, *, ps_bytes: bool = False, profile_ms: int = 0,
-                  keep_freed_memory: bool = True) -> Measurement:
+                  ours: config_lib.TaskOptions = config_lib.TaskOptions()) -> Measurement:
   """Examples/s and CPU per step of one setup of ours over its steady intervals."""
   result, line_times, sampler = run_setup(setup, train_config, workdir, timeout_s,
                                           ps_bytes=ps_bytes, profile_ms=profile_ms,
-                                          keep_freed_memory=keep_freed_memory)
+                                          ours=ours)
   batch = train_config.global_batch_size
   intervals = training_intervals(result["history"], batch)
   windows = [(line_times[first], line_times[first] + seconds)
@@ -374,9 +385,20 @@ def _legacy_task_names(launcher_pid: int, known: dict) -> dict:
   return {name: pid for pid, name in known.items()}
 
 
+def legacy_environment(kernels: str, environ=None) -> dict:
+  """The r0.12 program's environment for --legacy_onednn `kernels`: default leaves
+  TensorFlow to choose for this CPU, as it does for a program that does not say."""
+  env = dict(os.environ if environ is None else environ)
+  if kernels == LEGACY_DEFAULT_KERNELS:
+    env.pop(onednn.ENV_VAR, None)
+  else:
+    onednn.set_onednn(kernels == "on", env)
+  return env
+
+
 def measure_legacy(setup: Setup, train_config: config_lib.TrainConfig, workdir: str,
-                   timeout_s: float) -> Measurement:
-  """Runs the r0.12 program as a subprocess and measures it like ours."""
+                   timeout_s: float, env: dict | None = None) -> Measurement:
+  """Runs the r0.12 program as a subprocess, with `env`, and measures it like ours."""
   if not os.path.isdir(os.path.join(REPO_ROOT, "tests", "legacy")):
     raise SetupFailedError(f"--legacy runs {LEGACY_MODULE} from the repository "
                            f"checkout; {REPO_ROOT}/tests/legacy does not exist")
@@ -385,7 +407,9 @@ def measure_legacy(setup: Setup, train_config: config_lib.TrainConfig, workdir: 
   known = {}
   with tempfile.TemporaryFile("w+") as output:
     launcher = processes.start_module(LEGACY_MODULE, argv, cwd=REPO_ROOT, stdout=output,
-                                      stderr=subprocess.STDOUT, text=True)
+                                      stderr=subprocess.STDOUT, text=True,
+                                      env=legacy_environment(LEGACY_DEFAULT_KERNELS)
+                                      if env is None else env)
     try:
       with process_stats.Sampler(lambda: _legacy_task_names(launcher.pid, known)) as sampler:
         code = launcher.wait(timeout_s + 60)
@@ -526,8 +550,15 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
                         defaults={"max_steps": 200})
-  # Ours with glibc's default allocation too (--nokeep_freed_memory), to see what it saves.
-  settings.define_flags(config_lib.TaskOptions, flag_values, only=("keep_freed_memory",))
+  # Ours with glibc's default allocation (--nokeep_freed_memory) or Eigen's kernels
+  # (--noonednn) too, to see what each saves.
+  settings.define_flags(config_lib.TaskOptions, flag_values,
+                        only=("keep_freed_memory", "onednn"))
+  flags.DEFINE_enum("legacy_onednn", LEGACY_DEFAULT_KERNELS,
+                    [LEGACY_DEFAULT_KERNELS, "on", "off"], "The r0.12 program's kernels: "
+                    "default, TensorFlow's choice for this CPU (as the seed runs); on, "
+                    "oneDNN's, as ours; off, Eigen's (TF_ENABLE_ONEDNN_OPTS=1 or 0).",
+                    flag_values=flag_values)
   flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds "
                     "of training for one process and for PSS 1 ps + 2 workers to first "
                     "reach each of these test accuracies (evaluated every --checkpoint "
@@ -655,6 +686,8 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return settings.EXIT_USAGE
+  ours = config_lib.task_options_from_flags(FLAGS, os.environ)
+  legacy_env = legacy_environment(FLAGS.legacy_onednn)
   parameter_bytes = model_parameter_bytes() if FLAGS.sizing else None
   runs = {setup: [] for setup in setups}
   rows = []
@@ -665,16 +698,15 @@ def main(argv):
         workdir = os.path.join(root, f"{r}-{setups.index(setup)}")
         try:
           if targets:
-            rows.append((setup, run_setup(
-                setup, train_config, workdir, FLAGS.timeout,
-                keep_freed_memory=FLAGS.keep_freed_memory)[0]))
+            rows.append((setup, run_setup(setup, train_config, workdir, FLAGS.timeout,
+                                          ours=ours)[0]))
           elif setup.legacy:
-            runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout))
+            runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout,
+                                              legacy_env))
           else:
             runs[setup].append(measure_setup(setup, train_config, workdir, FLAGS.timeout,
                                              ps_bytes=FLAGS.sizing,
-                                             profile_ms=FLAGS.profile_ms,
-                                             keep_freed_memory=FLAGS.keep_freed_memory))
+                                             profile_ms=FLAGS.profile_ms, ours=ours))
         except SetupFailedError as e:
           print(f"error: {e}", file=sys.stderr)
           return 1
@@ -686,30 +718,38 @@ def main(argv):
                      legacy=any(setup.legacy for setup in setups),
                      sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
                                     if FLAGS.sizing else None),
-                     keep_freed_memory=FLAGS.keep_freed_memory)
+                     ours=ours, legacy_env=legacy_env)
   if targets:
-    print(header(train_config, 1, FLAGS.keep_freed_memory))
+    print(header(train_config, 1, ours))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
   return 0
 
 
 def header(train_config: config_lib.TrainConfig, rounds: int,
-           keep_freed_memory: bool = True) -> str:
-  return (("ours with --nokeep_freed_memory, " if not keep_freed_memory else "") +
-          f"global batch {train_config.global_batch_size}, examples/s over steps "
+           ours: config_lib.TaskOptions = config_lib.TaskOptions(),
+           legacy_env: dict | None = None) -> str:
+  """The report's first line: what was run, how, on what machine; the second names
+  the kernels of ours and, with `legacy_env`, of the r0.12 program."""
+  kernels = f"ours: oneDNN {'on' if ours.onednn else 'off (--noonednn)'}"
+  if not ours.keep_freed_memory:
+    kernels += ", --nokeep_freed_memory"
+  if legacy_env is not None:
+    kernels += f"; legacy: {onednn.describe(legacy_env)}"
+  return (f"global batch {train_config.global_batch_size}, examples/s over steps "
           f"{train_config.checkpoint_interval}-{train_config.max_steps}, "
           f"steps_per_execution {train_config.steps_per_execution}, learning rate "
           f"{train_config.learning_rate:g} {train_config.learning_rate_schedule}, "
           f"{os.cpu_count()} CPUs, {rounds} round(s), load average "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f}\n{kernels}")
 
 
 def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
                  rounds: int, *, legacy: bool, sizing_inputs: tuple | None,
-                 keep_freed_memory: bool = True) -> None:
+                 ours: config_lib.TaskOptions = config_lib.TaskOptions(),
+                 legacy_env: dict | None = None) -> None:
   """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
   worker cores)."""
-  print(header(train_config, rounds, keep_freed_memory))
+  print(header(train_config, rounds, ours, legacy_env if legacy else None))
   print("\n".join(throughput_table(setups, runs)))
   if legacy:
     print()

@@ -163,6 +163,12 @@ class TaskOptions:
       True, "glibc: malloc keeps freed memory for reuse instead of returning it to the "
       "kernel, so that each step's large tensors do not page-fault again "
       "(common/allocator.py; measured in BUILD.md, Performance).")
+  onednn: bool = setting(
+      True, "TensorFlow's oneDNN kernels for the convolutions and matrix products, on "
+      "any x86 CPU (TensorFlow itself picks them only on CPUs with AVX-512 VNNI, "
+      "AVX-VNNI or AMX). Default: on, or $TF_ENABLE_ONEDNN_OPTS when set "
+      "(common/onednn.py; measured in BUILD.md, Performance).",
+      env="TF_ENABLE_ONEDNN_OPTS")
 
   def __post_init__(self):
     if not 0 <= self.profiler_port <= 65535:
@@ -200,8 +206,12 @@ def train_config_from_flags(flag_values: flags.FlagValues,
   return TrainConfig(**values)
 
 
-def task_options_from_flags(flag_values: flags.FlagValues, **overrides) -> TaskOptions:
-  return TaskOptions(**{**settings.values_from_flags(TaskOptions, flag_values),
+def task_options_from_flags(flag_values: flags.FlagValues,
+                            environ: Mapping[str, str] | None = None,
+                            **overrides) -> TaskOptions:
+  """The TaskOptions of the parsed flags; `environ` gives the defaults of those with
+  an environment variable (TF_ENABLE_ONEDNN_OPTS)."""
+  return TaskOptions(**{**settings.values_from_flags(TaskOptions, flag_values, environ),
                         **overrides})
 
 

@@ -9,6 +9,11 @@ per-step breakdown of BUILD.md's performance section prints. An event lasts whil
 its thread waits for a core too: where tasks share cores, a thread's busy time is
 more than the CPU it gets (/proc's CPU time is the measure of that).
 
+oneDNN's kernels (common/onednn.py) rename the ops they replace, `_MklMatMul` for
+MatMul, `_MklNativeFusedConv2D` for _FusedConv2D, and fuse the bias gradient into
+`_MklNativeConv2DBackpropFilterWithBias`: `op_type` gives them TensorFlow's names,
+so that both sets of kernels count in the same categories.
+
 Steps are counted from the trace itself: every trainer runs each convolution's
 filter gradient once per step, and whoever applies the updates (a parameter
 server, or every trainer without one) runs one Adam kernel per variable.
@@ -38,18 +43,25 @@ CATEGORIES = (
     ("variable reads", {"ReadVariableOp"}),
     ("tensor send/recv (RPC)", {"_Send", "_Recv", "_HostSend", "_HostRecv",
                                 "RecvTensor", "EagerCopyToDevice"}),
+    # "Loop": the ring all-reduce's loop over its chunks, waiting for the peer's
+    # included; the gradients are packed into one tensor and split after.
     ("collective all-reduce", {"CollectiveReduceV2", "CollectiveReduce",
                                "CollectiveGatherV2", "CollectiveBcastSendV2",
-                               "CollectiveBcastRecvV2"}),
+                               "CollectiveBcastRecvV2", "Loop", "SplitV", "ConcatV2"}),
     ("input pipeline", {"IteratorGetNext", "MultiDeviceIteratorGetNextFromShard",
                         "Prefetch", "BatchV2", "ParallelMapV2", "MapAndBatch",
                         "ShuffleAndRepeat", "TensorSlice", "Shuffle", "Repeat", "Cast",
                         "IteratorGetNextAsOptional"}),
 )
 RUNTIME = "runtime (executor, function calls, RPC handling, other)"
+# A function call's event on the thread that made it spans the whole call, while
+# the function's ops run on the executor's threads (their own events): its self
+# time is that thread waiting, not work, and is left out.
+WAITING = frozenset({"KernelAndDeviceFunc::Run"})
 _BACKWARD_MARKER = "Conv2DBackpropFilter"
 _UPDATE_MARKERS = ("ResourceApplyAdam", "ApplyAdam")
 _OP_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ONEDNN_PREFIX = re.compile(r"_Mkl(Native)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +82,30 @@ class Breakdown:
 
 
 def op_type(event_name: str) -> str:
-  """`conv1/Conv2D:Conv2D` -> Conv2D; other events keep their name, digits blanked."""
+  """`conv1/Conv2D:Conv2D` -> Conv2D, `conv1/Conv2D:_MklNativeFusedConv2D` ->
+  _FusedConv2D; other events keep their name, digits blanked."""
   if ":" in event_name and "::" not in event_name and not event_name.startswith("/"):
     kind = event_name.rpartition(":")[2]
     if _OP_TYPE.fullmatch(kind):
-      return kind
+      return _tensorflow_name(kind)
   return re.sub(r"\d+", "#", event_name)
+
+
+def _tensorflow_name(kind: str) -> str:
+  """The op type a oneDNN kernel stands for; other op types unchanged."""
+  match = _ONEDNN_PREFIX.match(kind)
+  if not match:
+    return kind
+  base = kind[match.end():].removesuffix("WithBias")
+  return f"_{base}" if base.startswith("Fused") else base
 
 
 def category_of(kind: str) -> str:
   for name, kinds in CATEGORIES:
     if kind in kinds:
       return name
+  if kind.startswith("Iterator::"):  # tf.data's own events, one per dataset stage.
+    return "input pipeline"
   return RUNTIME
 
 
@@ -127,7 +151,8 @@ def breakdown_of_space(space, *, num_conv_layers: int, num_variables: int) -> Br
       count.update(c)
   ms = collections.Counter()
   for kind, ps in self_ps.items():
-    ms[category_of(kind)] += ps / 1e9
+    if kind not in WAITING:
+      ms[category_of(kind)] += ps / 1e9
   return Breakdown(steps_in(count, num_conv_layers=num_conv_layers,
                             num_variables=num_variables), dict(ms))
 

@@ -38,6 +38,7 @@ from absl import flags
 from absl import logging
 
 from common import allocator
+from common import onednn
 from common import processes
 from common import settings
 from train import cluster
@@ -107,7 +108,7 @@ def main(argv):
   del argv  # settings.parse_flags refuses arguments that are not flags.
   processes.die_with_parent()
   try:
-    options = config_lib.task_options_from_flags(FLAGS)
+    options = config_lib.task_options_from_flags(FLAGS, os.environ)
     config = cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     strategy_kind = cluster.resolve_strategy(config, options.strategy)
     train_config = config_lib.train_config_from_flags(FLAGS, os.environ)
@@ -126,6 +127,9 @@ def main(argv):
   os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
   if options.keep_freed_memory:
     allocator.keep_freed_memory()  # Before TensorFlow allocates anything.
+  onednn.set_onednn(options.onednn)  # Before TensorFlow loads: it reads it then.
+  logging.info("CPU kernels: %s", "oneDNN's" if options.onednn
+               else f"Eigen's (--noonednn or {onednn.ENV_VAR}=0)")
   from common import runtime
   tf = runtime.import_tensorflow()  # First, before any module of ours imports it.
   if options.profiler_port:

@@ -17,7 +17,7 @@ class Example:
   rate: float = setting(0.5, "A rate.")
   name: str | None = setting(None, "A name.", env="EXAMPLE_NAME")
   mode: str = setting("fast", "How.", choices=("fast", "slow"))
-  verbose: bool = setting(False, "Say more.")
+  verbose: bool = setting(False, "Say more.", env="EXAMPLE_VERBOSE")
   not_a_flag: int = 3
 
 
@@ -53,6 +53,20 @@ def test_values_read_back_with_the_environment_under_the_flag():
   assert Example(**values) == Example(global_batch_size=8, name="e")
   given = settings.values_from_flags(Example, parsed("--name=flag"), {"EXAMPLE_NAME": "e"})
   assert given["name"] == "flag"
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), ("0", False),
+                                         ("false", False)])
+def test_an_environment_value_is_parsed_as_the_flag_would(text, value):
+  values = settings.values_from_flags(Example, parsed(), {"EXAMPLE_VERBOSE": text})
+  assert values["verbose"] is value
+  assert settings.values_from_flags(Example, parsed("--noverbose"),
+                                    {"EXAMPLE_VERBOSE": text})["verbose"] is False
+
+
+def test_an_environment_value_the_flag_refuses_names_the_variable():
+  with pytest.raises(ValueError, match=r"EXAMPLE_VERBOSE='maybe' \(the default of --verbose\)"):
+    settings.values_from_flags(Example, parsed(), {"EXAMPLE_VERBOSE": "maybe"})
 
 
 def test_a_subset_with_other_defaults():

@@ -10,6 +10,7 @@ from absl import flags
 import pytest
 
 from train import benchmark
+from train import config as config_lib
 from train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -210,6 +211,28 @@ def test_command_prints_ours_beside_the_legacy_program():
   assert re.search(r"^\| one process / legacy, one process \| \d+ \| \d+ \| [\d.]+x \|",
                    run.stdout, re.MULTILINE)
   assert "learning rate 0.0001 constant" in run.stdout
+  # The second header line names each side's kernels; the seed's are TensorFlow's pick.
+  assert re.search(r"^ours: oneDNN (on|off \(--noonednn\)); legacy: TF_ENABLE_ONEDNN_OPTS "
+                   r"unset", run.stdout, re.MULTILINE)
+
+
+@pytest.mark.parametrize("kernels, expected", [("default", None), ("on", "1"), ("off", "0")])
+def test_legacy_kernels_are_tensorflows_choice_unless_asked(kernels, expected):
+  environ = {"TF_ENABLE_ONEDNN_OPTS": "1", "PATH": "/bin"}
+  env = benchmark.legacy_environment(kernels, environ)
+  assert env.get("TF_ENABLE_ONEDNN_OPTS") == expected and env["PATH"] == "/bin"
+  assert environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # Its own copy.
+
+
+def test_header_names_the_kernels_of_each_side():
+  config = benchmark.train_config_for(parsed(), benchmark.SETUPS)
+  lines = benchmark.header(config, 2, config_lib.TaskOptions(onednn=False,
+                                                             keep_freed_memory=False),
+                           {"TF_ENABLE_ONEDNN_OPTS": "1"}).splitlines()
+  assert lines[0].startswith("global batch 100,") and "2 round(s)" in lines[0]
+  assert lines[1] == ("ours: oneDNN off (--noonednn), --nokeep_freed_memory; "
+                      "legacy: TF_ENABLE_ONEDNN_OPTS=1")
+  assert benchmark.header(config, 1).splitlines()[1] == "ours: oneDNN on"
 
 
 def test_throughput_runs_evaluate_only_the_last_step_unless_told():

@@ -73,12 +73,22 @@ def test_bad_values_are_errors_naming_the_setting():
     config_lib.task_options_from_flags(parsed("--profiler_port=70000"))
 
 
+def test_onednn_defaults_to_on_unless_the_environment_says_otherwise():
+  assert config_lib.task_options_from_flags(parsed(), {}).onednn is True
+  environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+  assert config_lib.task_options_from_flags(parsed(), environ).onednn is False
+  assert config_lib.task_options_from_flags(parsed("--onednn"), environ).onednn is True
+  with pytest.raises(ValueError, match="TF_ENABLE_ONEDNN_OPTS='yes please'"):
+    config_lib.task_options_from_flags(parsed(), {"TF_ENABLE_ONEDNN_OPTS": "yes please"})
+
+
 @pytest.mark.parametrize("train_config,options", [
     (TrainConfig(), TaskOptions()),
     (TrainConfig(max_steps=5, learning_rate=1e-4, seed=3, export=False, data_dir="synthetic"),
      TaskOptions(strategy="one_device", cluster_timeout_s=2.5, dry_run=True)),
     (TrainConfig(log_dir="/l", checkpoint_dir="/c", export_layout=config_lib.FLAT),
-     TaskOptions(result_json="/r.json", profiler_port=6009, keep_freed_memory=False)),
+     TaskOptions(result_json="/r.json", profiler_port=6009, keep_freed_memory=False,
+                 onednn=False)),
     (TrainConfig().with_log_dir("/w/logs"), TaskOptions()),
 ])
 def test_task_argv_reproduces_the_config(train_config, options):

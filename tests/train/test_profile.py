@@ -9,6 +9,13 @@ from train import profile
 
 def test_op_events_are_grouped_by_their_type_and_others_by_their_name():
   assert profile.op_type("cnn/conv1/Conv2D:_FusedConv2D") == "_FusedConv2D"
+  # oneDNN's kernels under TensorFlow's names.
+  assert profile.op_type("cnn/conv1/Conv2D:_MklNativeFusedConv2D") == "_FusedConv2D"
+  assert profile.op_type("grad/MatMul:_MklMatMul") == "MatMul"
+  assert profile.op_type(
+      "grad/Conv2DBackpropFilter:_MklNativeConv2DBackpropFilterWithBias") == \
+      "Conv2DBackpropFilter"
+  assert profile.op_type("pool/MaxPoolGrad:_MklNativeMaxPoolGrad") == "MaxPoolGrad"
   assert profile.op_type("ExecutorState::Process") == "ExecutorState::Process"
   assert profile.op_type("RunGraph #123") == "RunGraph ##"
   assert profile.op_type("/job:ps/replica:0/task:0/device:CPU:0") == (
@@ -42,9 +49,28 @@ def test_steps_come_from_filter_gradients_on_a_trainer_else_from_adam_kernels():
     ("ResourceApplyAdam", "optimizer update"), ("_Recv", "tensor send/recv (RPC)"),
     ("CollectiveReduceV2", "collective all-reduce"), ("IteratorGetNext", "input pipeline"),
     ("ExecutorState::Process", profile.RUNTIME),
+    ("Iterator::Root::Prefetch::ParallelMapV#", "input pipeline"),
 ])
 def test_categories(kind, category):
   assert profile.category_of(kind) == category
+
+
+def test_a_callers_wait_for_its_function_is_left_out():
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  space = xplane_pb2.XSpace()
+  plane = space.planes.add(name="/host:CPU")
+  names = ["KernelAndDeviceFunc::Run", "grad/conv1:Conv2DBackpropFilter",
+           "Iterator::Root::Prefetch"]
+  for i, name in enumerate(names):
+    plane.event_metadata[i].name = name
+  line = plane.lines.add()
+  # (offset, duration) in ms: the call spans 100, its thread runs two ops in it.
+  for metadata_id, (offset, duration) in enumerate([(0, 100), (10, 30), (50, 10)]):
+    line.events.add(metadata_id=metadata_id, offset_ps=offset * 10**9,
+                    duration_ps=duration * 10**9)
+  breakdown = profile.breakdown_of_space(space, num_conv_layers=1, num_variables=8)
+  assert breakdown.steps == 1
+  assert breakdown.ms_by_category == {"backward": 30.0, "input pipeline": 10.0}
 
 
 def test_every_op_type_has_one_category():

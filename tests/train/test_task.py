@@ -178,5 +178,6 @@ def test_vertex_directories_are_the_defaults(tmp_path):
   assert os.path.exists(tmp_path / "ckpt" / "checkpoint")
   assert any(n.startswith("events.out") for n in os.listdir(tmp_path / "tb"))
   # Nothing of TensorFlow's C++ start-up noise, one log line per interval.
-  assert "cuInit" not in run.stderr and "oneDNN" not in run.stderr
+  assert "cuInit" not in run.stderr and "oneDNN custom operations" not in run.stderr
+  assert "CPU kernels: oneDNN's" in run.stderr  # --onednn's default.
   assert sum("step 2/4" in line or "step 4/4" in line for line in run.stderr.splitlines()) == 2
