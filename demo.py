@@ -54,7 +54,9 @@ from train import storage  # noqa: E402
 LAUNCH_SETTINGS = ("num_ps", "num_workers", "timeout_s")
 LAUNCH_DEFAULTS = {"timeout_s": 1200.0}
 TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval")
-TRAIN_DEFAULTS = {"max_steps": 3000, "checkpoint_interval": 500}
+# Steps enough for the asynchronous cluster to end above 0.993 test accuracy from run
+# to run: at 3,000 its last accuracy varied around 0.993 on either side.
+TRAIN_DEFAULTS = {"max_steps": 4000, "checkpoint_interval": 500}
 
 FLAGS = flags.FLAGS
 
