@@ -19,7 +19,7 @@ results differ from Eigen's in the last bits, as between any two kernels.
 
 import os
 import sys
-from typing import MutableMapping
+from typing import Mapping, MutableMapping
 
 ENV_VAR = "TF_ENABLE_ONEDNN_OPTS"
 
@@ -56,7 +56,7 @@ def tensorflow_default(cpuinfo_path: str = "/proc/cpuinfo") -> bool | None:
   return any(feature in cpu_flags for feature in TENSORFLOW_DEFAULT_FEATURES)
 
 
-def describe(environ: MutableMapping[str, str] = os.environ) -> str:
+def describe(environ: Mapping[str, str] = os.environ) -> str:
   """What a TensorFlow process started with `environ` runs: oneDNN's kernels or Eigen's."""
   value = environ.get(ENV_VAR)
   if value is not None:

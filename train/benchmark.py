@@ -683,10 +683,10 @@ def main(argv):
     setups = setups_from_flags(FLAGS)
     train_config = train_config_for(FLAGS, setups)
     targets = accuracy_targets_from_flags(FLAGS)
+    ours = config_lib.task_options_from_flags(FLAGS, os.environ)  # TF_ENABLE_ONEDNN_OPTS.
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return settings.EXIT_USAGE
-  ours = config_lib.task_options_from_flags(FLAGS, os.environ)
   legacy_env = legacy_environment(FLAGS.legacy_onednn)
   parameter_bytes = model_parameter_bytes() if FLAGS.sizing else None
   runs = {setup: [] for setup in setups}

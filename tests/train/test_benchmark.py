@@ -134,6 +134,15 @@ def test_setups_and_accuracy_targets_are_checked_before_anything_runs():
     parsed("--rounds=0")
 
 
+def test_a_bad_tf_enable_onednn_opts_exits_2_naming_it_before_anything_runs():
+  env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="maybe")
+  run = subprocess.run([sys.executable, "-m", "train.benchmark", "--setups=0"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert "error: TF_ENABLE_ONEDNN_OPTS='maybe' (the default of --onednn)" in run.stderr
+  assert "Traceback" not in run.stderr and "round 1" not in run.stderr
+
+
 def test_initializers_run_the_parameter_server_cluster_once_each():
   flag_values = parsed("--time_to_accuracy=0.992", "--compare_initializers=seed,keras")
   setups = benchmark.setups_from_flags(flag_values)
