@@ -51,6 +51,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -337,6 +338,83 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
                      ps_bytes_per_step=moved, faults_per_step=faults, profiles=profiles)
 
 
+# --- What moving the model costs the kernel alone ----------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopbackCost:
+  """CPU to move `nbytes` once through loopback TCP: sender and receiver together."""
+  nbytes: int
+  received: int      # Bytes the receiver got over all repeats.
+  cpu_ms: float      # Per move: this process's user + system time, both threads.
+
+
+def loopback_cost(nbytes: int, repeats: int = 20) -> LoopbackCost:
+  """Sends `nbytes` `repeats` times from one thread to another over TCP on 127.0.0.1.
+
+  The processes of a local cluster move every tensor that way. This is the part of
+  it the kernel charges (copies into and out of the socket, TCP on loopback), with
+  no TensorFlow, gRPC or serialisation: a floor under what a ps and a worker pay.
+  """
+  payload = bytearray(nbytes)
+  received = 0
+  with socket.create_server((processes.LOCALHOST, 0)) as server:
+    sender = socket.create_connection(server.getsockname()[:2])
+    receiver, _ = server.accept()
+
+    def receive():
+      nonlocal received
+      into = memoryview(bytearray(nbytes))
+      for _ in range(repeats):
+        got = 0
+        while got < nbytes:
+          n = receiver.recv_into(into[got:], nbytes - got)
+          if n == 0:
+            return
+          got += n
+        received += got
+
+    with sender, receiver:
+      thread = threading.Thread(target=receive, daemon=True)
+      start = time.process_time()
+      thread.start()
+      for _ in range(repeats):
+        sender.sendall(payload)
+      thread.join()
+      cpu_s = time.process_time() - start
+  return LoopbackCost(nbytes, received, cpu_s * 1000.0 / repeats)
+
+
+def transfer_bound(one_process_cpu_ms: float, transfer_cpu_ms: float) -> float:
+  """Most that a ps and one worker can reach of one process on the same cores.
+
+  They do one process's work per step (forward, backward, the update), plus the
+  step's transfers; at the same use of the cores, throughput goes as 1 / CPU per step.
+  """
+  return one_process_cpu_ms / (one_process_cpu_ms + transfer_cpu_ms)
+
+
+def transfer_report(runs: dict, costs: list[LoopbackCost]) -> list[str]:
+  """Lines: the loopback floor of one worker's transfers and the ratio it allows."""
+  one = _median_or_none([m.total_cpu_ms_per_step for m in runs.get(SETUPS[0], ())])
+  single = runs.get(SETUPS[1])
+  if one is None or not single or not costs:
+    return []
+  nbytes = costs[0].nbytes
+  # Each step reads the variables and sends as many bytes of gradients back.
+  transfer_ms = 2 * statistics.median(c.cpu_ms for c in costs)
+  measured = statistics.median(m.examples_per_sec / b.examples_per_sec
+                               for m, b in zip(single, runs[SETUPS[0]]))
+  return [
+      f"Transfers alone: moving the model's {nbytes / 1e6:.2f} MB each way through "
+      f"loopback TCP costs {transfer_ms:.1f} CPU ms per step on this machine (sender "
+      f"and receiver, kernel only: no TensorFlow, gRPC or serialisation; median of "
+      f"{len(costs)}).",
+      f"So {SETUPS[1].name}, with one process's {one:.1f} CPU ms of work per step and "
+      f"nothing else added, reaches at most {transfer_bound(one, transfer_ms):.2f}x of "
+      f"one process on these shared cores; it ran at {measured:.2f}x."]
+
+
 # --- The r0.12 program ------------------------------------------------------------
 
 
@@ -550,10 +628,10 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   settings.define_flags(config_lib.TrainConfig, flag_values, only=TRAIN_SETTINGS,
                         defaults={"max_steps": 200})
-  # Ours with glibc's default allocation (--nokeep_freed_memory) or Eigen's kernels
-  # (--noonednn) too, to see what each saves.
+  # Ours with glibc's default allocation (--nokeep_freed_memory), Eigen's kernels
+  # (--noonednn) or spinning thread pools (--thread_spinning) too, to see what each saves.
   settings.define_flags(config_lib.TaskOptions, flag_values,
-                        only=("keep_freed_memory", "onednn"))
+                        only=("keep_freed_memory", "onednn", "thread_spinning"))
   flags.DEFINE_enum("legacy_onednn", LEGACY_DEFAULT_KERNELS,
                     [LEGACY_DEFAULT_KERNELS, "on", "off"], "The r0.12 program's kernels: "
                     "default, TensorFlow's choice for this CPU (as the seed runs); on, "
@@ -688,8 +766,11 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return settings.EXIT_USAGE
   legacy_env = legacy_environment(FLAGS.legacy_onednn)
-  parameter_bytes = model_parameter_bytes() if FLAGS.sizing else None
+  # The floor under one worker's transfers, beside its row.
+  floor = not targets and SETUPS[0] in setups and SETUPS[1] in setups
+  parameter_bytes = model_parameter_bytes() if FLAGS.sizing or floor else None
   runs = {setup: [] for setup in setups}
+  transfer_costs = []
   rows = []
   with tempfile.TemporaryDirectory(prefix="train-benchmark-") as root:
     for r, order in enumerate(round_orders(setups, 1 if targets else FLAGS.rounds)):
@@ -712,13 +793,15 @@ def main(argv):
           return 1
         if not targets:
           logging.info("round %d: %s: %s", r + 1, setup.name, runs[setup][-1])
+      if floor:
+        transfer_costs.append(loopback_cost(parameter_bytes))
       if not targets:
         # Every round's tables, so that a run cut short still leaves its medians.
         print_report(train_config, setups, runs, r + 1,
                      legacy=any(setup.legacy for setup in setups),
                      sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
                                     if FLAGS.sizing else None),
-                     ours=ours, legacy_env=legacy_env)
+                     ours=ours, legacy_env=legacy_env, transfer_costs=transfer_costs)
   if targets:
     print(header(train_config, 1, ours))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
@@ -733,6 +816,8 @@ def header(train_config: config_lib.TrainConfig, rounds: int,
   kernels = f"ours: oneDNN {'on' if ours.onednn else 'off (--noonednn)'}"
   if not ours.keep_freed_memory:
     kernels += ", --nokeep_freed_memory"
+  if ours.thread_spinning:
+    kernels += ", --thread_spinning"
   if legacy_env is not None:
     kernels += f"; legacy: {onednn.describe(legacy_env)}"
   return (f"global batch {train_config.global_batch_size}, examples/s over steps "
@@ -746,11 +831,16 @@ def header(train_config: config_lib.TrainConfig, rounds: int,
 def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict,
                  rounds: int, *, legacy: bool, sizing_inputs: tuple | None,
                  ours: config_lib.TaskOptions = config_lib.TaskOptions(),
-                 legacy_env: dict | None = None) -> None:
+                 legacy_env: dict | None = None,
+                 transfer_costs: list[LoopbackCost] = ()) -> None:
   """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
-  worker cores)."""
+  worker cores); `transfer_costs`: each round's loopback_cost of the model."""
   print(header(train_config, rounds, ours, legacy_env if legacy else None))
   print("\n".join(throughput_table(setups, runs)))
+  floor = transfer_report(runs, list(transfer_costs))
+  if floor:
+    print()
+    print("\n".join(floor))
   if legacy:
     print()
     print("\n".join(legacy_table(runs)))

@@ -169,6 +169,11 @@ class TaskOptions:
       "AVX-VNNI or AMX). Default: on, or $TF_ENABLE_ONEDNN_OPTS when set "
       "(common/onednn.py; measured in BUILD.md, Performance).",
       env="TF_ENABLE_ONEDNN_OPTS")
+  thread_spinning: bool = setting(
+      False, "ps, and workers under parameter servers: TensorFlow's thread pools spin "
+      "while they wait for work, as TensorFlow's default. Off: they sleep, and leave "
+      "the CPU to the tasks and neighbours that share the cores, or to a container's "
+      "CPU quota (measured in BUILD.md, Performance).")
 
   def __post_init__(self):
     if not 0 <= self.profiler_port <= 65535:

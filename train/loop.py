@@ -144,9 +144,13 @@ class Trainer:
     return loss
 
   def _train_steps(self, iterator, num_steps):
-    """Runs `num_steps` steps in one call: one RPC per call under parameter servers."""
+    """Runs `num_steps` steps in one call: one RPC per call under parameter servers.
+
+    A tensor `num_steps` is a loop in the graph; a Python int unrolls the steps, one
+    copy each, traced once per count.
+    """
     total = tf.constant(0.0)
-    for _ in tf.range(num_steps):
+    for _ in range(num_steps) if isinstance(num_steps, int) else tf.range(num_steps):
       per_replica = self.strategy.run(self._step_fn, args=next(iterator))
       total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     return total / tf.cast(num_steps, tf.float32)
@@ -165,9 +169,12 @@ class Trainer:
 
     If a worker dies mid-call the call is run again elsewhere, so a few steps may
     be counted twice.
+
+    The steps are unrolled (a Python int count): a loop in the graph whose body
+    reads and updates variables on the ps is split between the two processes, and
+    cost them more CPU per step than the same steps unrolled (BUILD.md, Performance).
     """
-    return self.coordinator.schedule(self.train_fn,
-                                     args=(self.iterator, tf.constant(num_steps, tf.int32)))
+    return self.coordinator.schedule(self.train_fn, args=(self.iterator, num_steps))
 
   def restore(self) -> int:
     """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any;

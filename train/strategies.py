@@ -51,7 +51,20 @@ def wait_for_tasks(config: cluster_lib.ClusterConfig, timeout_s: float,
     sleep(poll_s)
 
 
-def run_server(config: cluster_lib.ClusterConfig) -> None:
+def server_config(thread_spinning: bool = False) -> tf.compat.v1.ConfigProto:
+  """The session options of a ps or worker server.
+
+  Without spinning, a thread pool's idle threads sleep at once instead of first
+  polling for work. Between one step's transfers and the next a server's threads
+  are idle, and polling then takes the CPU the chief, the other tasks on the same
+  cores, or a container's CPU quota would have used.
+  """
+  proto = tf.compat.v1.ConfigProto()
+  proto.experimental.disable_thread_spinning = not thread_spinning
+  return proto
+
+
+def run_server(config: cluster_lib.ClusterConfig, *, thread_spinning: bool = False) -> None:
   """Serves this ps or worker task until the process is ended.
 
   Under parameter-server training these tasks only host variables (ps) or run the
@@ -60,8 +73,11 @@ def run_server(config: cluster_lib.ClusterConfig) -> None:
   """
   server = tf.distribute.Server(
       make_cluster_resolver(config).cluster_spec(), job_name=config.task_type,
-      task_index=config.task_index, protocol="grpc", start=True)
-  logging.info("%s:%d serving at %s", config.task_type, config.task_index, server.target)
+      task_index=config.task_index, protocol="grpc",
+      config=server_config(thread_spinning), start=True)
+  logging.info("%s:%d serving at %s (thread pools %s)", config.task_type,
+               config.task_index, server.target,
+               "spin while idle" if thread_spinning else "sleep while idle")
   server.join()
 
 

@@ -89,7 +89,7 @@ def run_task(config: cluster.ClusterConfig, strategy_kind: str,
 
   role = cluster.resolve_role(config, strategy_kind)
   if role == cluster.SERVER:
-    strategies.run_server(config)
+    strategies.run_server(config, thread_spinning=options.thread_spinning)
     return None
   if role == cluster.SIDECAR_EVALUATOR:
     evaluation.run_sidecar_evaluator(train_config, timeout_s=options.eval_timeout_s)

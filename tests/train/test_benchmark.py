@@ -242,6 +242,37 @@ def test_header_names_the_kernels_of_each_side():
   assert lines[1] == ("ours: oneDNN off (--noonednn), --nokeep_freed_memory; "
                       "legacy: TF_ENABLE_ONEDNN_OPTS=1")
   assert benchmark.header(config, 1).splitlines()[1] == "ours: oneDNN on"
+  spinning = config_lib.TaskOptions(thread_spinning=True)
+  assert benchmark.header(config, 1, spinning).splitlines()[1] == (
+      "ours: oneDNN on, --thread_spinning")
+
+
+def test_loopback_cost_moves_every_byte_each_repeat():
+  cost = benchmark.loopback_cost(3_000_000, repeats=4)
+  assert cost.nbytes == 3_000_000 and cost.received == 12_000_000
+  assert cost.cpu_ms > 0
+
+
+def test_transfer_bound_adds_the_transfers_to_one_process_work():
+  assert benchmark.transfer_bound(150.0, 0.0) == 1.0
+  assert benchmark.transfer_bound(150.0, 50.0) == pytest.approx(0.75)
+
+
+def test_transfer_report_bounds_one_worker_by_its_transfers():
+  one, pss1 = benchmark.SETUPS[:2]
+  runs = {one: [measurement(1000, process=150.0), measurement(900, process=160.0)],
+          pss1: [measurement(800, ps=20.0, chief=2.0, worker=150.0),
+                 measurement(810, ps=20.0, chief=2.0, worker=150.0)]}
+  costs = [benchmark.LoopbackCost(13_000_000, 0, 8.0), benchmark.LoopbackCost(
+      13_000_000, 0, 10.0), benchmark.LoopbackCost(13_000_000, 0, 9.0)]
+  lines = benchmark.transfer_report(runs, costs)
+  # Median 9 ms each way, 18 ms a step; one process's median 155 ms: 155 / 173.
+  assert "the model's 13.00 MB each way" in lines[0] and "costs 18.0 CPU ms" in lines[0]
+  assert "median of 3" in lines[0]
+  assert "one process's 155.0 CPU ms" in lines[1] and "at most 0.90x" in lines[1]
+  assert lines[1].endswith("it ran at 0.85x.")  # Rounds: 0.80, 0.90.
+  assert benchmark.transfer_report({one: runs[one]}, costs) == []
+  assert benchmark.transfer_report(runs, []) == []
 
 
 def test_throughput_runs_evaluate_only_the_last_step_unless_told():

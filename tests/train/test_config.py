@@ -88,7 +88,7 @@ def test_onednn_defaults_to_on_unless_the_environment_says_otherwise():
      TaskOptions(strategy="one_device", cluster_timeout_s=2.5, dry_run=True)),
     (TrainConfig(log_dir="/l", checkpoint_dir="/c", export_layout=config_lib.FLAT),
      TaskOptions(result_json="/r.json", profiler_port=6009, keep_freed_memory=False,
-                 onednn=False)),
+                 onednn=False, thread_spinning=True)),
     (TrainConfig().with_log_dir("/w/logs"), TaskOptions()),
 ])
 def test_task_argv_reproduces_the_config(train_config, options):

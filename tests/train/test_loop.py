@@ -135,6 +135,7 @@ class FakeCoordinator:
     self.strategy = strategy
     self.queue = []
     self.most_steps_queued = 0
+    self.scheduled_counts = []  # The step count of each call, as scheduled.
     self.on_join = lambda: None
 
   def create_per_worker_dataset(self, dataset_fn):
@@ -142,6 +143,7 @@ class FakeCoordinator:
 
   def schedule(self, fn, args):
     value = _RemoteValue(self, fn, args)
+    self.scheduled_counts.append(args[1])
     self.queue.append(value)
     self.most_steps_queued = max(self.most_steps_queued,
                                  sum(int(v.args[1]) for v in self.queue))
@@ -210,3 +212,22 @@ def test_scheduled_loop_trains_on_while_an_evaluation_runs(tmp_path, data):
   # Its row has its accuracy; requests that arrived while it ran replaced one another.
   assert [h.step for h in result.history] == [10, 20, 30, 40]
   assert _evaluated_steps(result)[0] == first_step and _evaluated_steps(result)[-1] == 40
+
+
+def _op_types(concrete_function):
+  return {op.type for op in concrete_function.graph.get_operations()}
+
+
+def test_scheduled_calls_unroll_their_steps_and_lockstep_calls_loop(tmp_path, data):
+  """Under parameter servers a loop over variables on the ps would be split between
+  the processes: the scheduled count is a Python int, and the steps are unrolled."""
+  trainer, coordinator = _scheduled_trainer(tmp_path, data, max_steps=10,
+                                            steps_per_execution=4, export=False)
+  trainer.train()
+  assert coordinator.scheduled_counts == [4, 4, 2]
+  assert all(type(n) is int for n in coordinator.scheduled_counts)
+  unrolled = _op_types(trainer.train_fn.get_concrete_function(trainer.iterator, 4))
+  looped = _op_types(trainer.train_fn.get_concrete_function(
+      trainer.iterator, tf.constant(4, tf.int32)))
+  assert not unrolled & {"While", "StatelessWhile"}
+  assert looped & {"While", "StatelessWhile"}
