@@ -403,8 +403,7 @@ def transfer_report(runs: dict, costs: list[LoopbackCost]) -> list[str]:
   nbytes = costs[0].nbytes
   # Each step reads the variables and sends as many bytes of gradients back.
   transfer_ms = 2 * statistics.median(c.cpu_ms for c in costs)
-  measured = statistics.median(m.examples_per_sec / b.examples_per_sec
-                               for m, b in zip(single, runs[SETUPS[0]]))
+  measured = statistics.median(rate_ratios(single, runs[SETUPS[0]]))
   return [
       f"Transfers alone: moving the model's {nbytes / 1e6:.2f} MB each way through "
       f"loopback TCP costs {transfer_ms:.1f} CPU ms per step on this machine (sender "
@@ -520,6 +519,11 @@ def round_orders(setups: tuple, rounds: int) -> list[tuple]:
   return [tuple(setups[(r + i) % n] for i in range(n)) for r in range(rounds)]
 
 
+def rate_ratios(measurements: list[Measurement], baselines: list[Measurement]) -> list[float]:
+  """Each round's examples/s over the baseline's in the same round."""
+  return [m.examples_per_sec / b.examples_per_sec for m, b in zip(measurements, baselines)]
+
+
 def ratio_cell(ratios: list[float]) -> str:
   """The median ratio, with each round's when there are several."""
   text = f"{statistics.median(ratios):.2f}x"
@@ -559,8 +563,7 @@ def throughput_table(setups: tuple, runs: dict) -> list[str]:
     rate = statistics.median(m.examples_per_sec for m in measurements)
     ratio = "-"
     if baseline is not None:
-      ratio = ratio_cell([m.examples_per_sec / b.examples_per_sec
-                          for m, b in zip(measurements, baseline)])
+      ratio = ratio_cell(rate_ratios(measurements, baseline))
     total = _median_or_none([m.total_cpu_ms_per_step for m in measurements])
     faults = _median_or_none([m.faults_per_step for m in measurements])
     lines.append(f"| {setup.name} | {rate:.0f} | {ratio} | {_ms(total)} "
@@ -580,7 +583,7 @@ def legacy_table(runs: dict) -> list[str]:
         f"| {ours.name} / {legacy.name} "
         f"| {statistics.median(l.examples_per_sec for _, l in pairs):.0f} "
         f"| {statistics.median(o.examples_per_sec for o, _ in pairs):.0f} "
-        f"| {ratio_cell([o.examples_per_sec / l.examples_per_sec for o, l in pairs])} "
+        f"| {ratio_cell(rate_ratios(runs[ours], runs[legacy]))} "
         f"| {_ms(_median_or_none([l.total_cpu_ms_per_step for _, l in pairs]))} "
         f"| {_ms(_median_or_none([o.total_cpu_ms_per_step for o, _ in pairs]))} |")
   return lines
