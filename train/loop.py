@@ -138,8 +138,8 @@ class Trainer:
       self.optimizer.build(self.model.trainable_variables)
     # What names a parameter server in an RPC error: its job and its addresses.
     resolver = getattr(strategy, "cluster_resolver", None)
-    self.ps_markers = ("/job:ps", *(resolver.cluster_spec().as_dict().get("ps", [])
-                                    if resolver else []))
+    spec = resolver.cluster_spec() if resolver else tf.train.ClusterSpec({})
+    self.ps_markers = ("/job:ps", *(spec.job_tasks("ps") if "ps" in spec.jobs else []))
     # The optimizer counts its updates on the ps (or mirrored); it is the global step.
     self.step = self.optimizer.iterations
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
@@ -213,10 +213,6 @@ class Trainer:
     cost them more CPU per step than the same steps unrolled (BUILD.md, Performance).
     """
     return self.coordinator.schedule(self.train_fn, args=(self.iterator, num_steps))
-
-  def _fetch(self, remote):
-    """The result of a scheduled call, through the loss of the worker running it."""
-    return fetch_through_worker_loss(remote, self.ps_markers, clock=self.clock)
 
   def restore(self) -> int:
     """Resumes from the latest checkpoint of the job (config.checkpoint_dir), if any;
@@ -403,7 +399,7 @@ class Trainer:
           in_flight.append((self._schedule_steps(n), n))
           scheduled += n
         remote, n = in_flight.popleft()
-        loss = float(self._fetch(remote))
+        loss = float(fetch_through_worker_loss(remote, self.ps_markers, clock=self.clock))
         done += n
         if done >= config.max_steps:
           break
