@@ -32,6 +32,40 @@ from train.cadence import Cadence
 from train.config import TrainConfig
 
 
+# How long the chief keeps reading back a call whose worker was lost, while the
+# coordinator runs it again on another worker (or on the lost one, once back).
+LOST_WORKER_WAIT_S = 600.0
+
+
+def fetch_through_worker_loss(remote, ps_markers: tuple[str, ...], *,
+                              wait_s: float = LOST_WORKER_WAIT_S, clock=time.monotonic,
+                              sleep=time.sleep):
+  """`remote.fetch()`, read again while the call's worker is being replaced.
+
+  The coordinator absorbs a worker's loss: it runs the call again elsewhere and
+  the RemoteValue then holds that run's result. But a `fetch()` that was already
+  reading the result from the lost worker raises the RPC error to the chief
+  (TF 2.21 copies a scheduled call's result to the chief in whichever thread
+  reads it first). Such an error names the worker; one that names a parameter
+  server (`ps_markers`: "/job:ps" and the ps addresses) is a real loss and raises
+  at once, as does a worker's error still there after `wait_s`.
+  """
+  deadline = clock() + wait_s
+  delay = 0.25
+  while True:
+    try:
+      return remote.fetch()
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+      message = str(e)
+      if any(marker in message for marker in ps_markers) or clock() >= deadline:
+        raise
+      logging.warning("a worker was lost while its call's result was read back; the "
+                      "coordinator runs the call again on another worker (%s: %s)",
+                      type(e).__name__, message.splitlines()[0] if message else "")
+      sleep(delay)
+      delay = min(2 * delay, 5.0)
+
+
 class Interval(NamedTuple):
   """One row of a TrainResult's history: what the interval ending at `step` did.
 
@@ -102,6 +136,10 @@ class Trainer:
       self.optimizer = optimizer_lib.FusedAdam(_make_learning_rate(config))
       # Slots now, under the strategy, so that they live on the ps and restore eagerly.
       self.optimizer.build(self.model.trainable_variables)
+    # What names a parameter server in an RPC error: its job and its addresses.
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec() if resolver else tf.train.ClusterSpec({})
+    self.ps_markers = ("/job:ps", *(spec.job_tasks("ps") if "ps" in spec.jobs else []))
     # The optimizer counts its updates on the ps (or mirrored); it is the global step.
     self.step = self.optimizer.iterations
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
@@ -361,7 +399,7 @@ class Trainer:
           in_flight.append((self._schedule_steps(n), n))
           scheduled += n
         remote, n = in_flight.popleft()
-        loss = float(remote.fetch())
+        loss = float(fetch_through_worker_loss(remote, self.ps_markers, clock=self.clock))
         done += n
         if done >= config.max_steps:
           break

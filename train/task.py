@@ -160,9 +160,10 @@ def main(argv):
     return EXIT_CLUSTER_TIMEOUT
   except (tf.errors.UnavailableError, tf.errors.AbortedError,
           tf.errors.CancelledError) as e:
-    # Worker losses are absorbed by the coordinator; what reaches here is a lost
-    # parameter server (or peer, under MultiWorkerMirrored): the job must restart,
-    # and it resumes from the latest checkpoint.
+    # Worker losses are absorbed by the coordinator and by the loop's reads of
+    # results (train/loop.py); what reaches here is a lost parameter server (or
+    # peer, under MultiWorkerMirrored): the job must restart, and it resumes from
+    # the latest checkpoint.
     print(f"error: task {config.task_type}:{config.task_index} lost "
           f"{name_lost_task(str(e), config)} during training ({type(e).__name__}). "
           "Restart the job; it resumes from the latest checkpoint.", file=sys.stderr)

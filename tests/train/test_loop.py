@@ -231,3 +231,70 @@ def test_scheduled_calls_unroll_their_steps_and_lockstep_calls_loop(tmp_path, da
       trainer.iterator, tf.constant(4, tf.int32)))
   assert not unrolled & {"While", "StatelessWhile"}
   assert looped & {"While", "StatelessWhile"}
+
+
+class _FlakyRemote:
+  """A RemoteValue whose first fetches raise `errors`, then return `value`."""
+
+  def __init__(self, errors, value=1.5):
+    self.errors = list(errors)
+    self.value = value
+    self.fetches = 0
+
+  def fetch(self):
+    self.fetches += 1
+    if self.errors:
+      raise self.errors.pop(0)
+    return self.value
+
+
+class _FakeClock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+  def sleep(self, seconds):
+    self.now += seconds
+
+
+_WORKER_LOST = tf.errors.UnavailableError(
+    None, None, "failed to connect to all addresses; last error: UNKNOWN: "
+    "ipv4:127.0.0.1:60221: Failed to connect to remote host: Connection refused")
+_PS_MARKERS = ("/job:ps", "127.0.0.1:60300")
+
+
+def test_a_fetch_that_loses_its_worker_reads_the_rerun_result():
+  """The coordinator re-runs a call whose worker died; the chief's read of the
+  lost run raised to it (seen in CI), and is read again."""
+  remote, clock = _FlakyRemote([_WORKER_LOST, _WORKER_LOST]), _FakeClock()
+  assert loop.fetch_through_worker_loss(remote, _PS_MARKERS, clock=clock,
+                                        sleep=clock.sleep) == 1.5
+  assert remote.fetches == 3
+
+
+@pytest.mark.parametrize("message", [
+    "Socket closed. Additional GRPC error information from remote target /job:ps/"
+    "replica:0/task:0 while calling /tensorflow.eager.EagerService/RunComponentFunction",
+    "failed to connect to all addresses; last error: ipv4:127.0.0.1:60300: refused"])
+def test_a_lost_parameter_server_raises_at_once(message):
+  remote, clock = _FlakyRemote([tf.errors.UnavailableError(None, None, message)]), _FakeClock()
+  with pytest.raises(tf.errors.UnavailableError):
+    loop.fetch_through_worker_loss(remote, _PS_MARKERS, clock=clock, sleep=clock.sleep)
+  assert remote.fetches == 1
+
+
+def test_a_worker_that_stays_lost_raises_after_the_wait():
+  remote, clock = _FlakyRemote([_WORKER_LOST] * 1000), _FakeClock()
+  with pytest.raises(tf.errors.UnavailableError):
+    loop.fetch_through_worker_loss(remote, _PS_MARKERS, wait_s=60, clock=clock,
+                                   sleep=clock.sleep)
+  assert 60 <= clock.now < 70
+
+
+def test_other_errors_of_a_call_raise_at_once():
+  remote, clock = _FlakyRemote([tf.errors.InvalidArgumentError(None, None, "bad")]), _FakeClock()
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    loop.fetch_through_worker_loss(remote, _PS_MARKERS, clock=clock, sleep=clock.sleep)
