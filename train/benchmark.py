@@ -11,8 +11,10 @@ Typical usage:
   python -m train.benchmark --sizing --rounds=2
   # Where each task's CPU goes per step (TensorFlow's profiler, 3 s of each task):
   python -m train.benchmark --setups=0,1,3 --profile_ms=3000
+  # Seconds to 99% and 99.2% test accuracy, one process against PSS 1 ps + 2 workers,
+  # and their ratio per round and its median:
   python -m train.benchmark --time_to_accuracy=0.99,0.992 --max_steps=3000 \
-      --checkpoint=250
+      --checkpoint=100 --rounds=3
   # Which first weights reach 99.2% sooner, on PSS 1 ps + 2 workers:
   python -m train.benchmark --time_to_accuracy=0.992 --compare_initializers=seed,keras \
       --max_steps=3000 --checkpoint=250
@@ -47,6 +49,7 @@ model of train/sizing.py beside what each local cluster measured.
 Exit codes: 0 the table is printed; 1 a setup failed (its log is printed); 2 a bad flag.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -643,7 +646,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_list("time_to_accuracy", None, "Instead of the throughput table: seconds "
                     "of training for one process and for PSS 1 ps + 2 workers to first "
                     "reach each of these test accuracies (evaluated every --checkpoint "
-                    "steps).", flag_values=flag_values)
+                    "steps), and each setup's seconds over the first's, per round.",
+                    flag_values=flag_values)
   flags.DEFINE_list("compare_initializers", None, "With --time_to_accuracy: PSS 1 ps + "
                     "2 workers once per initializers listed (seed, keras; see train.task "
                     "--initializers) instead of the default setups.",
@@ -741,20 +745,52 @@ def accuracy_targets_from_flags(flag_values: flags.FlagValues) -> list[float]:
   return targets
 
 
+def first_reaching(result: dict, target: float) -> dict | None:
+  """The first history row of a run whose test accuracy reached `target`, if any."""
+  return next((h for h in result["history"]
+               if h["test_accuracy"] is not None and h["test_accuracy"] >= target), None)
+
+
 def time_to_accuracy_table(rows: list, targets: list[float], global_batch_size: int
                            ) -> list[str]:
-  lines = ["| setup | " + " | ".join(f"seconds (step) to {t}" for t in targets)
-           + " | final accuracy | examples/s |", "|---|" + "---|" * (len(targets) + 2)]
-  for setup, result in rows:
+  """rows: (round, setup, result) in the order run; a round column if several."""
+  several = len({r for r, _, _ in rows}) > 1
+  lines = ["| " + ("round | " if several else "") + "setup | "
+           + " | ".join(f"seconds (step) to {t}" for t in targets)
+           + " | final accuracy | examples/s |",
+           "|---|" + "---|" * (len(targets) + 2 + several)]
+  for r, setup, result in rows:
     cells = []
     for target in targets:
-      hit = next((h for h in result["history"]
-                  if h["test_accuracy"] is not None and h["test_accuracy"] >= target), None)
+      hit = first_reaching(result, target)
       cells.append("not reached" if hit is None
                    else f"{hit['elapsed_s']:.0f} ({hit['step']})")
-    lines.append(f"| {setup.name} | " + " | ".join(cells)
-                 + f" | {result['test_accuracy']:.4f} "
+    lines.append("| " + (f"{r} | " if several else "") + f"{setup.name} | "
+                 + " | ".join(cells) + f" | {result['test_accuracy']:.4f} "
                  f"| {steady_throughput(result['history'], global_batch_size):.0f} |")
+  return lines
+
+
+def time_to_accuracy_ratios(rows: list, targets: list[float]) -> list[str]:
+  """Lines: each later setup's seconds to each target over the first setup's, per
+  round (the same round's runs), and their median."""
+  by_round = collections.defaultdict(dict)
+  for r, setup, result in rows:
+    by_round[r][setup] = result
+  setups = list(dict.fromkeys(setup for _, setup, _ in rows))
+  lines = []
+  for setup in setups[1:]:
+    for target in targets:
+      ratios = []
+      for results in by_round.values():
+        hits = [first_reaching(results[s], target) if s in results else None
+                for s in (setup, setups[0])]
+        if all(hits):
+          ratios.append(hits[0]["elapsed_s"] / max(hits[1]["elapsed_s"], 1e-9))
+      lines.append(f"{setup.name} / {setups[0].name}, seconds to {target}: "
+                   + (ratio_cell(ratios) if ratios else "not reached by both in any round")
+                   + (f" over {len(ratios)} of {len(by_round)} rounds"
+                      if len(ratios) < len(by_round) and ratios else ""))
   return lines
 
 
@@ -776,14 +812,14 @@ def main(argv):
   transfer_costs = []
   rows = []
   with tempfile.TemporaryDirectory(prefix="train-benchmark-") as root:
-    for r, order in enumerate(round_orders(setups, 1 if targets else FLAGS.rounds)):
+    for r, order in enumerate(round_orders(setups, FLAGS.rounds)):
       for setup in order:
         logging.info("round %d: running %s", r + 1, setup.name)
         workdir = os.path.join(root, f"{r}-{setups.index(setup)}")
         try:
           if targets:
-            rows.append((setup, run_setup(setup, train_config, workdir, FLAGS.timeout,
-                                          ours=ours)[0]))
+            rows.append((r + 1, setup, run_setup(setup, train_config, workdir,
+                                                 FLAGS.timeout, ours=ours)[0]))
           elif setup.legacy:
             runs[setup].append(measure_legacy(setup, train_config, workdir, FLAGS.timeout,
                                               legacy_env))
@@ -806,8 +842,10 @@ def main(argv):
                                     if FLAGS.sizing else None),
                      ours=ours, legacy_env=legacy_env, transfer_costs=transfer_costs)
   if targets:
-    print(header(train_config, 1, ours))
+    print(header(train_config, FLAGS.rounds, ours))
     print("\n".join(time_to_accuracy_table(rows, targets, train_config.global_batch_size)))
+    print()
+    print("\n".join(time_to_accuracy_ratios(rows, targets)))
   return 0
 
 

@@ -110,6 +110,35 @@ def test_legacy_runs_the_seed_past_the_window_without_evaluating_in_it():
   assert benchmark.train_config_for(parsed(), only_legacy).learning_rate == 1e-4
 
 
+def _evaluated(*points, final=0.994):
+  """A TrainResult's JSON with one history row per (step, elapsed_s, test_accuracy)."""
+  return {"history": [loop.Interval(step, elapsed, accuracy, 1000.0)._asdict()
+                      for step, elapsed, accuracy in points], "test_accuracy": final}
+
+
+def test_time_to_accuracy_gives_each_round_and_the_median_ratio_of_seconds():
+  one, cluster = benchmark.SETUPS[0], benchmark.SETUPS[2]
+  rows = [(1, one, _evaluated((100, 10, 0.98), (200, 20, 0.992))),
+          (1, cluster, _evaluated((100, 12, 0.99), (200, 25, 0.993))),
+          (2, cluster, _evaluated((100, 9, 0.99), (200, 18, 0.991))),
+          (2, one, _evaluated((100, 10, 0.99), (200, 20, 0.992))),
+          (3, one, _evaluated((100, 10, 0.99), (200, 20, 0.992))),
+          (3, cluster, _evaluated((100, 11, 0.99), (200, 19, 0.992)))]
+  table = benchmark.time_to_accuracy_table(rows, [0.99, 0.992], 100)
+  assert table[0].startswith("| round | setup | seconds (step) to 0.99 |")
+  assert table[3] == "| 1 | PSS 1 ps + 2 workers | 12 (100) | 25 (200) | 0.9940 | 1000 |"
+  assert table[4] == "| 2 | PSS 1 ps + 2 workers | 9 (100) | not reached | 0.9940 | 1000 |"
+  # Each round's cluster over the same round's one process (round 1 reached 0.99 at
+  # step 200 in one process, 20 s): 12/20, 9/10, 11/10.
+  assert benchmark.time_to_accuracy_ratios(rows, [0.99, 0.992]) == [
+      "PSS 1 ps + 2 workers / one process, seconds to 0.99: 0.90x (0.60, 0.90, 1.10)",
+      "PSS 1 ps + 2 workers / one process, seconds to 0.992: 1.10x (1.25, 0.95) over 2 "
+      "of 3 rounds"]
+  # One round: no round column.
+  assert benchmark.time_to_accuracy_table(rows[:2], [0.992], 100)[2] == \
+      "| one process | 20 (200) | 0.9940 | 1000 |"
+
+
 def test_setups_and_accuracy_targets_are_checked_before_anything_runs():
   assert benchmark.setups_from_flags(parsed("--setups=0,3")) == (
       benchmark.SETUPS[0], benchmark.SETUPS[3])
