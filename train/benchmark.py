@@ -341,7 +341,7 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
                      ps_bytes_per_step=moved, faults_per_step=faults, profiles=profiles)
 
 
-# --- What moving the model costs the kernel alone ----------------------------------
+# --- What moving the model costs at the least --------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,25 +349,30 @@ class LoopbackCost:
   """CPU to move `nbytes` once through loopback TCP: sender and receiver together."""
   nbytes: int
   received: int      # Bytes the receiver got over all repeats.
+  copied: int        # Bytes it copied out of its receive buffer, as TensorFlow does.
   cpu_ms: float      # Per move: this process's user + system time, both threads.
 
 
 def loopback_cost(nbytes: int, repeats: int = 20) -> LoopbackCost:
   """Sends `nbytes` `repeats` times from one thread to another over TCP on 127.0.0.1.
 
-  The processes of a local cluster move every tensor that way. This is the part of
-  it the kernel charges (copies into and out of the socket, TCP on loopback), with
-  no TensorFlow, gRPC or serialisation: a floor under what a ps and a worker pay.
+  The processes of a local cluster move every tensor that way. This is the least
+  of it: the kernel's copies into and out of the socket on loopback, and the one
+  copy a TensorFlow receiver makes of each tensor, out of gRPC's buffers into the
+  tensor's own (`TensorResponse` in tensorflow/core/distributed_runtime/
+  tensor_coding.cc; the sender's side is zero-copy). No gRPC framing, no
+  serialisation, no TensorFlow runtime: a floor under what a ps and a worker pay.
   """
   payload = bytearray(nbytes)
-  received = 0
+  received = copied = 0
   with socket.create_server((processes.LOCALHOST, 0)) as server:
     sender = socket.create_connection(server.getsockname()[:2])
     receiver, _ = server.accept()
 
     def receive():
-      nonlocal received
+      nonlocal received, copied
       into = memoryview(bytearray(nbytes))
+      tensor = memoryview(bytearray(nbytes))
       for _ in range(repeats):
         got = 0
         while got < nbytes:
@@ -376,6 +381,8 @@ def loopback_cost(nbytes: int, repeats: int = 20) -> LoopbackCost:
             return
           got += n
         received += got
+        tensor[:] = into  # One memcpy, as TensorResponse's parse into the tensor.
+        copied += len(tensor)
 
     with sender, receiver:
       thread = threading.Thread(target=receive, daemon=True)
@@ -385,7 +392,7 @@ def loopback_cost(nbytes: int, repeats: int = 20) -> LoopbackCost:
         sender.sendall(payload)
       thread.join()
       cpu_s = time.process_time() - start
-  return LoopbackCost(nbytes, received, cpu_s * 1000.0 / repeats)
+  return LoopbackCost(nbytes, received, copied, cpu_s * 1000.0 / repeats)
 
 
 def transfer_bound(one_process_cpu_ms: float, transfer_cpu_ms: float) -> float:
@@ -393,6 +400,8 @@ def transfer_bound(one_process_cpu_ms: float, transfer_cpu_ms: float) -> float:
 
   They do one process's work per step (forward, backward, the update), plus the
   step's transfers; at the same use of the cores, throughput goes as 1 / CPU per step.
+  An estimate: one process's CPU per step stands for a step's work, and it holds
+  more than that where one process's idle threads poll (TensorFlow's default).
   """
   return one_process_cpu_ms / (one_process_cpu_ms + transfer_cpu_ms)
 
@@ -409,9 +418,9 @@ def transfer_report(runs: dict, costs: list[LoopbackCost]) -> list[str]:
   measured = statistics.median(rate_ratios(single, runs[SETUPS[0]]))
   return [
       f"Transfers alone: moving the model's {nbytes / 1e6:.2f} MB each way through "
-      f"loopback TCP costs {transfer_ms:.1f} CPU ms per step on this machine (sender "
-      f"and receiver, kernel only: no TensorFlow, gRPC or serialisation; median of "
-      f"{len(costs)}).",
+      f"loopback TCP, with the one copy of each received tensor TensorFlow makes, "
+      f"costs {transfer_ms:.1f} CPU ms per step on this machine (sender and receiver; "
+      f"no gRPC framing, serialisation or TensorFlow runtime; median of {len(costs)}).",
       f"So {SETUPS[1].name}, with one process's {one:.1f} CPU ms of work per step and "
       f"nothing else added, reaches at most {transfer_bound(one, transfer_ms):.2f}x of "
       f"one process on these shared cores; it ran at {measured:.2f}x."]

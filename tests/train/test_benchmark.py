@@ -276,9 +276,11 @@ def test_header_names_the_kernels_of_each_side():
       "ours: oneDNN on, --thread_spinning")
 
 
-def test_loopback_cost_moves_every_byte_each_repeat():
+def test_loopback_cost_moves_and_copies_every_byte_each_repeat():
   cost = benchmark.loopback_cost(3_000_000, repeats=4)
   assert cost.nbytes == 3_000_000 and cost.received == 12_000_000
+  # Each received tensor is copied once out of the receive buffer, as TensorFlow does.
+  assert cost.copied == 12_000_000
   assert cost.cpu_ms > 0
 
 
@@ -292,8 +294,8 @@ def test_transfer_report_bounds_one_worker_by_its_transfers():
   runs = {one: [measurement(1000, process=150.0), measurement(900, process=160.0)],
           pss1: [measurement(800, ps=20.0, chief=2.0, worker=150.0),
                  measurement(810, ps=20.0, chief=2.0, worker=150.0)]}
-  costs = [benchmark.LoopbackCost(13_000_000, 0, 8.0), benchmark.LoopbackCost(
-      13_000_000, 0, 10.0), benchmark.LoopbackCost(13_000_000, 0, 9.0)]
+  costs = [benchmark.LoopbackCost(13_000_000, 0, 0, 8.0), benchmark.LoopbackCost(
+      13_000_000, 0, 0, 10.0), benchmark.LoopbackCost(13_000_000, 0, 0, 9.0)]
   lines = benchmark.transfer_report(runs, costs)
   # Median 9 ms each way, 18 ms a step; one process's median 155 ms: 155 / 173.
   assert "the model's 13.00 MB each way" in lines[0] and "costs 18.0 CPU ms" in lines[0]
