@@ -400,8 +400,9 @@ def transfer_bound(one_process_cpu_ms: float, transfer_cpu_ms: float) -> float:
 
   They do one process's work per step (forward, backward, the update), plus the
   step's transfers; at the same use of the cores, throughput goes as 1 / CPU per step.
-  An estimate: one process's CPU per step stands for a step's work, and it holds
-  more than that where one process's idle threads poll (TensorFlow's default).
+  An estimate: one process's CPU per step stands for a step's work, and a run can
+  show the cluster spending less than that plus the transfers (BUILD.md,
+  "Transfers").
   """
   return one_process_cpu_ms / (one_process_cpu_ms + transfer_cpu_ms)
 
