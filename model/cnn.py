@@ -2,6 +2,8 @@
 
 import tf_keras
 
+from model import layers
+
 IMAGE_SIZE = 28
 IMAGE_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
@@ -27,7 +29,8 @@ def _seed_initializers(kernel_stddev: float | None) -> dict:
 
 
 def build_cnn(dropout_rate: float = 0.5,
-              initializers: str = KERAS_INITIALIZERS) -> tf_keras.Model:
+              initializers: str = KERAS_INITIALIZERS,
+              dense_at_kernel: bool = False) -> tf_keras.Model:
   """Returns the r0.12 article's CNN: flat [N, 784] images in, softmax scores out.
 
   conv 5x5x32 -> max-pool 2x2 -> conv 5x5x64 -> max-pool 2x2 -> dense 1024
@@ -35,6 +38,10 @@ def build_cnn(dropout_rate: float = 0.5,
   `initializers`: SEED_INITIALIZERS draws the first weights as the seed did
   (truncated normal of stddev 0.1 for the convolutions and 1.0 for the 1024-unit
   layer, biases 0.1, the output layer zeros); KERAS_INITIALIZERS keeps Keras's.
+  `dense_at_kernel`: the 1024-unit layer, whose kernel holds all but 2% of the
+  weights, computes its products where its kernel is (model/layers.py's
+  DenseAtKernel: on the parameter servers that hold it); the same variables,
+  checkpoints and values either way.
   """
   if initializers not in INITIALIZERS:
     raise ValueError(f"initializers {initializers!r}: expected one of {', '.join(INITIALIZERS)}")
@@ -52,7 +59,8 @@ def build_cnn(dropout_rate: float = 0.5,
                              **init(0.1))(x)
   x = tf_keras.layers.MaxPooling2D(2, padding="same")(x)
   x = tf_keras.layers.Flatten()(x)
-  x = tf_keras.layers.Dense(1024, activation="relu", name="hidden", **init(1.0))(x)
+  hidden = layers.DenseAtKernel if dense_at_kernel else tf_keras.layers.Dense
+  x = hidden(1024, activation="relu", name="hidden", **init(1.0))(x)
   x = tf_keras.layers.Dropout(dropout_rate)(x)
   scores = tf_keras.layers.Dense(NUM_CLASSES, activation="softmax", name="scores",
                                  **init(None))(x)

@@ -42,7 +42,8 @@ then train with the same), with the ratios ours / legacy. Ours run oneDNN's
 kernels (train.task --onednn, common/onednn.py); the r0.12 program runs those
 TensorFlow picks for this CPU, as it would for a team that runs it today, or with
 --legacy_onednn=on the same kernels as ours. The report's second line says which
-each ran. `--sizing` adds PSS with
+each ran. `--noproducts_on_ps` runs the parameter-server setups with every
+product on the worker (train.task's flag). `--sizing` adds PSS with
 3 workers, measures the bytes through the ps's connections, and prints the sizing
 model of train/sizing.py beside what each local cluster measured.
 
@@ -341,7 +342,7 @@ def measure_setup(setup: Setup, train_config: config_lib.TrainConfig, workdir: s
                      ps_bytes_per_step=moved, faults_per_step=faults, profiles=profiles)
 
 
-# --- What moving the model costs at the least --------------------------------------
+# --- What a worker step's transfers cost at the least ------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,11 +415,11 @@ def transfer_report(runs: dict, costs: list[LoopbackCost]) -> list[str]:
   if one is None or not single or not costs:
     return []
   nbytes = costs[0].nbytes
-  # Each step reads the variables and sends as many bytes of gradients back.
+  # A worker step moves as many bytes to the ps as from it.
   transfer_ms = 2 * statistics.median(c.cpu_ms for c in costs)
   measured = statistics.median(rate_ratios(single, runs[SETUPS[0]]))
   return [
-      f"Transfers alone: moving the model's {nbytes / 1e6:.2f} MB each way through "
+      f"Transfers alone: moving a worker step's {nbytes / 1e6:.2f} MB each way through "
       f"loopback TCP, with the one copy of each received tensor TensorFlow makes, "
       f"costs {transfer_ms:.1f} CPU ms per step on this machine (sender and receiver; "
       f"no gRPC framing, serialisation or TensorFlow runtime; median of {len(costs)}).",
@@ -602,14 +603,28 @@ def legacy_table(runs: dict) -> list[str]:
   return lines
 
 
-def model_parameter_bytes() -> int:
-  """Bytes of the CNN's variables, as built (imports TensorFlow)."""
+def model_transfer_bytes(global_batch_size: int, products_on_ps: bool) -> tuple[int, int]:
+  """(bytes of the CNN's variables, bytes a worker step moves each way under
+  parameter servers) (imports TensorFlow).
+
+  Each way, a step moves every variable (read) or its gradient (sent); with the
+  hidden layer's products on the ps (model/layers.py's DenseAtKernel), that layer's
+  kernel is replaced by its activations: the input and the output's gradient to
+  the ps, the output and the input's gradient back, `global_batch_size` rows each.
+  """
   from model import cnn  # pylint: disable=g-import-not-at-top: loads TensorFlow.
-  model = cnn.build_cnn()
-  return sum(v.shape.num_elements() * v.dtype.size for v in model.variables)
+  from model import layers  # pylint: disable=g-import-not-at-top
+  model = cnn.build_cnn(dense_at_kernel=products_on_ps)
+  parameter_bytes = sum(v.shape.num_elements() * v.dtype.size for v in model.variables)
+  each_way = parameter_bytes
+  for layer in model.layers:
+    if isinstance(layer, layers.DenseAtKernel):
+      inputs, units = layer.kernel.shape
+      each_way += (global_batch_size * (inputs + units) - inputs * units) * layer.kernel.dtype.size
+  return parameter_bytes, each_way
 
 
-def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
+def sizing_report(runs: dict, parameter_bytes: int, bytes_each_way: int, ps_cores: float,
                   worker_cores: float) -> list[str]:
   """The sizing model from the costs measured here, checked on each local cluster.
 
@@ -623,7 +638,8 @@ def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
   worker_cpu_ms = _median_or_none([m.cpu_ms_per_step.get("worker") for m in single])
   if ps_cpu_ms is None or worker_cpu_ms is None:
     return ["sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
-  cost = sizing.StepCost(parameter_bytes, ps_cpu_ms, worker_cores * 1000.0 / worker_cpu_ms)
+  cost = sizing.StepCost(parameter_bytes, bytes_each_way, ps_cpu_ms,
+                         worker_cores * 1000.0 / worker_cpu_ms)
   checks = [sizing.ClusterCheck(
       setup.num_workers,
       _median_or_none([m.cpu_ms_per_step.get("ps") for m in runs[setup]]),
@@ -636,7 +652,7 @@ def sizing_report(runs: dict, parameter_bytes: int, ps_cores: float,
 
 # The trainer's settings this benchmark varies; the rest keep train.task's defaults.
 TRAIN_SETTINGS = ("global_batch_size", "max_steps", "checkpoint_interval",
-                  "eval_interval", "steps_per_execution", "data_dir")
+                  "eval_interval", "steps_per_execution", "data_dir", "products_on_ps")
 
 FLAGS = flags.FLAGS
 
@@ -817,7 +833,9 @@ def main(argv):
   legacy_env = legacy_environment(FLAGS.legacy_onednn)
   # The floor under one worker's transfers, beside its row.
   floor = not targets and SETUPS[0] in setups and SETUPS[1] in setups
-  parameter_bytes = model_parameter_bytes() if FLAGS.sizing or floor else None
+  parameter_bytes, bytes_each_way = (
+      model_transfer_bytes(train_config.global_batch_size, train_config.products_on_ps)
+      if FLAGS.sizing or floor else (None, None))
   runs = {setup: [] for setup in setups}
   transfer_costs = []
   rows = []
@@ -843,12 +861,13 @@ def main(argv):
         if not targets:
           logging.info("round %d: %s: %s", r + 1, setup.name, runs[setup][-1])
       if floor:
-        transfer_costs.append(loopback_cost(parameter_bytes))
+        transfer_costs.append(loopback_cost(bytes_each_way))
       if not targets:
         # Every round's tables, so that a run cut short still leaves its medians.
         print_report(train_config, setups, runs, r + 1,
                      legacy=any(setup.legacy for setup in setups),
-                     sizing_inputs=((parameter_bytes, FLAGS.ps_cores, FLAGS.worker_cores)
+                     sizing_inputs=((parameter_bytes, bytes_each_way, FLAGS.ps_cores,
+                                     FLAGS.worker_cores)
                                     if FLAGS.sizing else None),
                      ours=ours, legacy_env=legacy_env, transfer_costs=transfer_costs)
   if targets:
@@ -869,6 +888,8 @@ def header(train_config: config_lib.TrainConfig, rounds: int,
     kernels += ", --nokeep_freed_memory"
   if ours.thread_spinning:
     kernels += ", --thread_spinning"
+  if not train_config.products_on_ps:
+    kernels += ", --noproducts_on_ps"
   if legacy_env is not None:
     kernels += f"; legacy: {onednn.describe(legacy_env)}"
   return (f"global batch {train_config.global_batch_size}, examples/s over steps "
@@ -884,8 +905,9 @@ def print_report(train_config: config_lib.TrainConfig, setups: tuple, runs: dict
                  ours: config_lib.TaskOptions = config_lib.TaskOptions(),
                  legacy_env: dict | None = None,
                  transfer_costs: list[LoopbackCost] = ()) -> None:
-  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, ps cores,
-  worker cores); `transfer_costs`: each round's loopback_cost of the model."""
+  """The tables of the rounds run so far; `sizing_inputs`: (parameter bytes, bytes
+  each way per worker step, ps cores, worker cores); `transfer_costs`: each round's
+  loopback_cost of a worker step's bytes each way."""
   print(header(train_config, rounds, ours, legacy_env if legacy else None))
   print("\n".join(throughput_table(setups, runs)))
   floor = transfer_report(runs, list(transfer_costs))

@@ -85,6 +85,13 @@ class TrainConfig:
   seed: int | None = setting(None, "Random seed (default: nondeterministic).")
   num_ps_shards: int = setting(
       1, "Split each large variable over up to this many parameter servers.")
+  products_on_ps: bool = setting(
+      True, "Under parameter servers: the hidden layer's matrix products run on the "
+      "parameter servers that hold its kernel, so that a worker step sends and receives "
+      "the layer's activations and their gradients instead of reading the whole kernel "
+      "and sending its gradient back; the servers then spend the products' CPU. "
+      "Off: every product on the worker, as plain data parallelism (BUILD.md, "
+      "Performance, says when each pays).")
   initializers: str = setting(
       "keras", "The CNN's first weights: seed: the r0.12 program's (truncated normals "
       "of stddev 0.1 and 1.0, biases 0.1, a zero output layer); keras: Keras's defaults "

@@ -131,7 +131,11 @@ class Trainer:
     # strategy keeps its cluster to itself).
     self.num_workers = num_workers
     with strategy.scope():
-      self.model = cnn.build_cnn(config.dropout_rate, config.initializers)
+      # Under parameter servers the hidden layer's products may run on the ps; the
+      # evaluation and export models are plain (same variables, same checkpoints).
+      self.model = cnn.build_cnn(config.dropout_rate, config.initializers,
+                                 dense_at_kernel=config.products_on_ps
+                                 and coordinator is not None)
       # tf_keras's Adam with one fused kernel per variable: same slots, same checkpoints.
       self.optimizer = optimizer_lib.FusedAdam(_make_learning_rate(config))
       # Slots now, under the strategy, so that they live on the ps and restore eagerly.

@@ -1,17 +1,22 @@
 """How many parameter-server shards a cluster needs: a model from per-step costs.
 
-Under ParameterServerStrategy each step of a worker reads every variable from the
-parameter servers and sends a gradient of the same size back; the servers apply
-the update (Adam) to the variables they hold. So each worker step costs:
+Under ParameterServerStrategy each step of a worker reads the variables it uses
+from the parameter servers and sends their gradients back, and the servers apply
+the update (Adam) to the variables they hold. With the hidden layer's products on
+the servers (--products_on_ps), its kernel stays there: the worker sends the
+layer's input and its output's gradient instead, and receives the output and its
+input's gradient. So each worker step costs:
 
-  * on the network: the model's bytes out of the parameter servers (variables) and
-    as many bytes into them (gradients), i.e. `parameter_bytes` each way;
-  * on the parameter servers' CPU: the update and the transfers, `ps_cpu_ms`
-    (measured on one server holding the whole model).
+  * on the network: `bytes_each_way` out of the parameter servers and as many
+    into them (the model's bytes each way, or fewer with the products on the ps);
+  * on the parameter servers' CPU: the update, the transfers and any products,
+    `ps_cpu_ms` (measured on one server holding the whole model).
 
 `--num_ps_shards=S` splits the large variables over S servers, so each carries
-1/S of both. One shard (one server) can then feed as many workers as its link
-and its cores allow, and a cluster of N workers needs N divided by that many.
+1/S of both (of the products too; each shard's output, though, is the layer's
+whole output, so with the products on the ps the bytes split less than evenly).
+One shard (one server) can then feed as many workers as its link and its cores
+allow, and a cluster of N workers needs N divided by that many.
 """
 
 import dataclasses
@@ -23,24 +28,26 @@ BITS_PER_BYTE = 8
 @dataclasses.dataclass(frozen=True)
 class StepCost:
   """What one worker step costs the parameter servers, and how fast a worker steps."""
-  parameter_bytes: int           # The model's variables; the gradients are as large.
+  parameter_bytes: int           # The model's variables.
+  bytes_each_way: int            # A worker step's bytes out of the ps, and into them.
   ps_cpu_ms: float               # Parameter-server CPU per worker step, whole model.
   worker_steps_per_sec: float    # One worker's steps per second (its own cores).
 
   @property
   def bytes_per_step(self) -> int:
-    """Bytes a worker moves per step, both ways: variables read + gradients sent."""
-    return 2 * self.parameter_bytes
+    """Bytes a worker moves per step, both ways."""
+    return 2 * self.bytes_each_way
 
 
 def workers_per_shard_network(cost: StepCost, link_gbit_per_sec: float) -> float:
-  """Workers one server's full-duplex link carries: each way, the model per step."""
+  """Workers one server's full-duplex link carries: each way, bytes_each_way per step."""
   bytes_per_sec = link_gbit_per_sec * 1e9 / BITS_PER_BYTE
-  return bytes_per_sec / (cost.parameter_bytes * cost.worker_steps_per_sec)
+  return bytes_per_sec / (cost.bytes_each_way * cost.worker_steps_per_sec)
 
 
 def workers_per_shard_cpu(cost: StepCost, ps_cores: float) -> float:
-  """Workers one server's cores keep up with (update + transfers of the whole model)."""
+  """Workers one server's cores keep up with (update, transfers and any products of
+  the whole model)."""
   return ps_cores * 1000.0 / (cost.ps_cpu_ms * cost.worker_steps_per_sec)
 
 
@@ -61,7 +68,7 @@ def shards_needed(num_workers: int, cost: StepCost, link_gbit_per_sec: float,
 
 def worker_link_gbit_per_sec(cost: StepCost) -> float:
   """What each worker's own link carries each way, whatever the number of shards."""
-  return cost.parameter_bytes * cost.worker_steps_per_sec * BITS_PER_BYTE / 1e9
+  return cost.bytes_each_way * cost.worker_steps_per_sec * BITS_PER_BYTE / 1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +92,9 @@ def report(cost: StepCost, checks: list[ClusterCheck], ps_cores: float,
   """The model's inputs, its check against local clusters, and the shards it gives."""
   lines = [
       f"Model: {cost.parameter_bytes / 1e6:.2f} MB of variables; per worker step "
-      f"{cost.bytes_per_step / 1e6:.2f} MB moved (variables read + gradients sent).",
+      f"{cost.bytes_per_step / 1e6:.2f} MB moved, {cost.bytes_each_way / 1e6:.2f} MB each "
+      "way (variables read, gradients sent; with the hidden layer's products on the ps, "
+      "its activations and their gradients instead of its kernel).",
       f"Measured here (1 ps + 1 worker): ps CPU {cost.ps_cpu_ms:.1f} ms per worker step; "
       f"a worker with {worker_cores:g} cores of its own steps {cost.worker_steps_per_sec:.1f} "
       f"times/s, so its link carries {worker_link_gbit_per_sec(cost):.2f} Gbit/s each way.",

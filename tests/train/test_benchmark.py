@@ -217,7 +217,7 @@ def test_sizing_report_checks_the_model_on_each_cluster():
   runs = {pss1: [benchmark.Measurement(15.0, {"ps": 20.0, "worker": 160.0}, 20.5e6)],
           pss2: [benchmark.Measurement(18.0, {"ps": 22.0, "worker": 300.0}, 20.4e6)]}
   # 4 cores over 160 ms of worker CPU per step: 25 steps/s.
-  report = benchmark.sizing_report(runs, 10_000_000, ps_cores=4, worker_cores=4)
+  report = benchmark.sizing_report(runs, 10_000_000, 10_000_000, ps_cores=4, worker_cores=4)
   assert report[0].startswith("Model: 10.00 MB of variables; per worker step 20.00 MB")
   assert "steps 25.0 times/s, so its link carries 2.00 Gbit/s each way" in report[1]
   assert "| 2 | 22.0 | 20.0 | 20.40 | 20.00 |" in report
@@ -225,12 +225,18 @@ def test_sizing_report_checks_the_model_on_each_cluster():
   assert "| 10 Gbit/s | 5.0 | 8.0 | 1, 2, 4, 7, 13 |" in report
   assert "| 100 Gbit/s | 50.0 | 8.0 | 1, 1, 2, 4, 8 |" in report
   runs[pss1] = [benchmark.Measurement(15.0, {"ps": None, "worker": 160.0})]
-  assert benchmark.sizing_report(runs, 1, 4, 4) == [
+  assert benchmark.sizing_report(runs, 1, 1, 4, 4) == [
       "sizing: the CPU of PSS 1 ps + 1 worker was not measured"]
 
 
-def test_model_parameter_bytes_are_the_cnns_float32_variables():
-  assert benchmark.model_parameter_bytes() == 3_274_634 * 4
+def test_model_transfer_bytes_are_the_variables_or_the_hidden_layers_activations():
+  # Every product on the worker: the CNN's float32 variables each way.
+  assert benchmark.model_transfer_bytes(100, False) == (3_274_634 * 4, 3_274_634 * 4)
+  # The hidden layer's on the ps: its 3136 x 1024 kernel stays there; 100 rows of its
+  # input (3136) and of its output (1024) cross instead, each way.
+  each_way = (3_274_634 - 3136 * 1024 + 100 * (3136 + 1024)) * 4
+  assert benchmark.model_transfer_bytes(100, True) == (3_274_634 * 4, each_way)
+  assert benchmark.model_transfer_bytes(50, True)[1] == each_way - 50 * (3136 + 1024) * 4
 
 
 @pytest.mark.slow
@@ -274,6 +280,8 @@ def test_header_names_the_kernels_of_each_side():
   spinning = config_lib.TaskOptions(thread_spinning=True)
   assert benchmark.header(config, 1, spinning).splitlines()[1] == (
       "ours: oneDNN on, --thread_spinning")
+  on_worker = benchmark.train_config_for(parsed("--noproducts_on_ps"), benchmark.SETUPS)
+  assert benchmark.header(on_worker, 1).splitlines()[1] == "ours: oneDNN on, --noproducts_on_ps"
 
 
 def test_loopback_cost_moves_and_copies_every_byte_each_repeat():
@@ -298,7 +306,7 @@ def test_transfer_report_bounds_one_worker_by_its_transfers():
       13_000_000, 0, 0, 10.0), benchmark.LoopbackCost(13_000_000, 0, 0, 9.0)]
   lines = benchmark.transfer_report(runs, costs)
   # Median 9 ms each way, 18 ms a step; one process's median 155 ms: 155 / 173.
-  assert "the model's 13.00 MB each way" in lines[0] and "costs 18.0 CPU ms" in lines[0]
+  assert "a worker step's 13.00 MB each way" in lines[0] and "costs 18.0 CPU ms" in lines[0]
   assert "median of 3" in lines[0]
   assert "one process's 155.0 CPU ms" in lines[1] and "at most 0.90x" in lines[1]
   assert lines[1].endswith("it ran at 0.85x.")  # Rounds: 0.80, 0.90.
