@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from common import mnist
+from model import layers
 from train import loop
 from train.config import TrainConfig
 
@@ -165,6 +166,19 @@ def _scheduled_trainer(tmp_path, data, num_workers=1, **overrides):
   coordinator = FakeCoordinator(strategy)
   return loop.Trainer(config, strategy, data, coordinator=coordinator,
                       num_workers=num_workers), coordinator
+
+
+@pytest.mark.parametrize("products_on_ps, scheduled, at_kernel", [
+    (True, True, True), (False, True, False), (True, False, False)])
+def test_hidden_layer_runs_at_its_kernel_only_when_scheduled_and_asked(
+    tmp_path, data, products_on_ps, scheduled, at_kernel):
+  config = _config(tmp_path, products_on_ps=products_on_ps)
+  strategy = tf.distribute.get_strategy()
+  trainer = loop.Trainer(config, strategy, data,
+                         coordinator=FakeCoordinator(strategy) if scheduled else None)
+  assert isinstance(trainer.model.get_layer("hidden"), layers.DenseAtKernel) == at_kernel
+  # The chief evaluates (and exports) a plain model, whatever trains.
+  assert not isinstance(trainer.evaluator.model.get_layer("hidden"), layers.DenseAtKernel)
 
 
 def test_scheduled_loop_keeps_calls_queued_and_ends_exact(tmp_path, data):
