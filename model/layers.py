@@ -50,13 +50,13 @@ class DenseAtKernel(tf_keras.layers.Dense):
   """
 
   def call(self, inputs):
+    inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
     if inputs.shape.rank != 2:
       raise ValueError(f"{self.name}: DenseAtKernel takes inputs of rank 2 [batch, "
                        f"features], got shape {inputs.shape}")
     kernel = self.kernel
     # A ShardedVariable's parts, in order along the input axis; else the one kernel.
     shards = list(getattr(kernel, "variables", None) or [kernel])
-    inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
     parts, start = [], 0
     for shard in shards:
       rows = shard.shape[0]
